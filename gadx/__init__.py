@@ -1,0 +1,3 @@
+"""gadx: black-box on-policy distillation of LLMs with Generative Adversarial Distillation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from gadx.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Fused log-prob and GRPO-loss kernels (installed as ``gadx.kernels``)."""
