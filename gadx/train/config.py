@@ -1,0 +1,315 @@
+"""Trainer configuration: nested dataclasses with working defaults, one override syntax.
+
+    cfg = load_config(["--config", "recipes/tiny.toml", "--set", "stages.gad.steps=40"])
+
+A recipe is a small TOML file whose tables mirror the dataclasses below
+(``[stages.gad]`` sets ``TrainConfig.stages.gad``). ``--set key.sub=value``
+overrides are applied after the file, in order; values are parsed by the
+field's declared type. Unknown keys raise a one-line ValueError. The resolved
+config is written as JSON (``to_dict``) into every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EMBEDDED = "embedded"
+
+
+@dataclass(kw_only=True)
+class ModelCfg:
+    student: str = EMBEDDED  # HF folder, or "embedded": a random-init tiny Qwen2-shaped model
+    tokenizer: str = ""  # defaults to the student folder; embedded: trained on the world's text
+    # Shape of the embedded student (ignored for a student folder).
+    vocab_size: int = 384
+    hidden_size: int = 64
+    intermediate_size: int = 192
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+
+
+@dataclass(kw_only=True)
+class DiscriminatorCfg:
+    # "student": the student's initial weights (pretrained student) or its
+    # weights after SFT warmup (a from-scratch student, see toy-findings.md).
+    init: str = "student"
+    from_scratch: bool | None = None  # None: True for the embedded student, False for a folder
+
+
+@dataclass(kw_only=True)
+class DataCfg:
+    train: str = EMBEDDED  # JSONL / Parquet, or "embedded" (the synthetic world)
+    held_out: str = ""  # file of held-out pairs for D's accuracy; "" -> split off train
+    held_out_size: int = 32
+    prompt_key: str = ""  # "" -> auto: messages / content / prompt
+    response_key: str = ""  # "" -> auto: teacher_response / response; absent -> ask the teacher
+    max_prompts: int = 0  # 0 = all
+    world_seed: int = 0
+    world_train_size: int = 0  # 0 = the world's default
+
+
+@dataclass(kw_only=True)
+class TeacherCfg:
+    base_url: str = EMBEDDED  # OpenAI-compatible URL, or "embedded": the synthetic teacher served in a thread
+    model: str = "synthetic"
+    cache_path: str = ""  # "" -> <run.out_dir>/teacher_cache.sqlite
+    api_key_env: str = ""
+    prefetch_depth: int = 2
+    max_in_flight: int = 64
+    temperature: float = 1.0
+    max_tokens: int = 256
+    replies_file: str = ""  # a pre-collected JSONL/Parquet of replies instead of the API
+    max_usd: float = 0.0  # 0 = no budget guard
+    seed: int = 0  # sent with every request (the cache key includes it)
+
+
+@dataclass(kw_only=True)
+class SeqKDCfg:
+    steps: int = -1  # -1 -> same student-update budget as warmup + gad
+    lr: float = 3e-3
+
+
+@dataclass(kw_only=True)
+class WarmupCfg:
+    steps: int = 40
+    lr: float = 3e-3
+    d_lr: float = 1e-3
+    d_only_steps: int = 5
+
+
+@dataclass(kw_only=True)
+class GadCfg:
+    steps: int = 40
+    lr: float = 3e-4
+    d_lr: float = 1e-3
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    dual_clip: float = 3.0
+    kl_coef: float = 0.001
+    d_acc_gate: float = 0.65  # held-out pairwise accuracy D must reach before policy updates
+    d_gate_steps: int = 20  # extra D-only steps allowed to reach the gate before giving up
+    freeze_discriminator: bool = False  # the paper's off-policy ablation (reward hacking)
+
+
+@dataclass(kw_only=True)
+class StagesCfg:
+    seqkd: SeqKDCfg = field(default_factory=SeqKDCfg)
+    warmup: WarmupCfg = field(default_factory=WarmupCfg)
+    gad: GadCfg = field(default_factory=GadCfg)
+    prompts_per_step: int = 8  # global, over all data-parallel ranks
+    n_samples: int = 4
+    temperature: float = 0.8
+    max_prompt_len: int = 96
+    max_response_len: int = 48
+    grad_clip: float = 0.2
+    weight_decay: float = 0.01
+    length_drift: float = 1.5  # warn when student responses exceed this multiple of the teacher's
+
+
+@dataclass(kw_only=True)
+class ParallelCfg:
+    tp: int = 1
+    pp: int = 1
+    micro_batch_tokens: int = 2048  # token budget of one packed micro-batch
+
+
+@dataclass(kw_only=True)
+class RunCfg:
+    out_dir: str = "runs/embedded"
+    plan: str = "compare"  # "compare" (seqkd vs warmup+gad), "gad" (warmup+gad), "seqkd"
+    seed: int = 0
+    seeds: int = 1  # >1: run seeds seed..seed+seeds-1 and aggregate the table
+    log_every: int = 1
+    checkpoint_every: int = 0  # 0 = only at stage ends
+    eval_every: int = 10  # D held-out accuracy cadence (steps)
+    eval_size: int = 64  # prompts per split in the final table
+    max_nonfinite: int = 5
+    max_steps: int = 0  # stop after this many steps of the whole run (0 = no limit); for tests
+    tensorboard: bool = True
+    wandb: bool = False
+    progress: bool = True
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    model: ModelCfg = field(default_factory=ModelCfg)
+    discriminator: DiscriminatorCfg = field(default_factory=DiscriminatorCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    teacher: TeacherCfg = field(default_factory=TeacherCfg)
+    stages: StagesCfg = field(default_factory=StagesCfg)
+    parallel: ParallelCfg = field(default_factory=ParallelCfg)
+    run: RunCfg = field(default_factory=RunCfg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @property
+    def seqkd_steps(self) -> int:
+        """SeqKD's step count: by default the student-update budget of warmup + GAD."""
+        s = self.stages
+        if s.seqkd.steps >= 0:
+            return s.seqkd.steps
+        return max(s.warmup.steps - s.warmup.d_only_steps, 0) + s.gad.steps
+
+
+# ---- parsing -------------------------------------------------------------------------------
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(obj))
+    return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Parse ``value`` (a string from --set, or a TOML value) as the field type ``typ``."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(key, value, args[0])
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError(f"{key}: expected a bool, got {value!r}")
+    if typ in (int, float):
+        if isinstance(value, bool):
+            raise ValueError(f"{key}: expected {typ.__name__}, got {value!r}")
+        try:
+            out = typ(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected {typ.__name__}, got {value!r}") from None
+        if typ is int and isinstance(value, float) and value != out:
+            raise ValueError(f"{key}: expected int, got {value!r}")
+        return out
+    if typ is str:
+        if not isinstance(value, (str, int, float)):
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise AssertionError(f"unsupported config type {typ} for {key}")
+
+
+def _set(cfg: TrainConfig, dotted: str, value: Any) -> None:
+    obj: Any = cfg
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        types_ = _field_types(obj)
+        if part not in types_:
+            prefix = ".".join(parts[:i]) or "<top>"
+            raise ValueError(f"unknown config key {dotted!r} ({part!r} is not one of {prefix}: {sorted(types_)})")
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(getattr(obj, part)):
+                raise ValueError(f"config key {dotted!r} is a section; set one of its fields")
+            setattr(obj, part, _coerce(dotted, value, types_[part]))
+        else:
+            obj = getattr(obj, part)
+            if not dataclasses.is_dataclass(obj):
+                raise ValueError(f"unknown config key {dotted!r} ({part!r} is not a section)")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out += _flatten(v, key + ".") if isinstance(v, dict) else [(key, v)]
+    return out
+
+
+def apply_file(cfg: TrainConfig, path: str | Path) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: bad TOML ({e})") from None
+    for key, value in _flatten(data):
+        _set(cfg, key, value)
+
+
+def apply_override(cfg: TrainConfig, assignment: str) -> None:
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set expects key.sub=value, got {assignment!r}")
+    _set(cfg, key.strip(), value.strip())
+
+
+def from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config from ``to_dict`` output (a checkpoint's config.json)."""
+    cfg = TrainConfig()
+    for key, value in _flatten(d):
+        _set(cfg, key, value)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Checks that need no model or network; one-line ValueErrors."""
+    s, p, r = cfg.stages, cfg.parallel, cfg.run
+    if r.plan not in ("compare", "gad", "seqkd"):
+        raise ValueError(f"run.plan must be compare, gad or seqkd, got {r.plan!r}")
+    for name in ("tp", "pp", "micro_batch_tokens"):
+        if getattr(p, name) < 1:
+            raise ValueError(f"parallel.{name} must be >= 1, got {getattr(p, name)}")
+    if s.prompts_per_step < 1 or s.n_samples < 1:
+        raise ValueError(f"stages.prompts_per_step and stages.n_samples must be >= 1, got {s.prompts_per_step}, {s.n_samples}")
+    if s.n_samples < 2 and r.plan != "seqkd":
+        raise ValueError(f"stages.n_samples must be >= 2 for group-normalised advantages, got {s.n_samples}")
+    if s.max_prompt_len + s.max_response_len > p.micro_batch_tokens:
+        raise ValueError(
+            f"parallel.micro_batch_tokens={p.micro_batch_tokens} cannot hold one sequence of "
+            f"max_prompt_len + max_response_len = {s.max_prompt_len + s.max_response_len}"
+        )
+    if not 0 <= s.warmup.d_only_steps <= s.warmup.steps:
+        raise ValueError(f"stages.warmup.d_only_steps={s.warmup.d_only_steps} must be in [0, warmup.steps={s.warmup.steps}]")
+    if not 0.0 <= s.gad.d_acc_gate < 1.0:
+        raise ValueError(f"stages.gad.d_acc_gate must be in [0, 1), got {s.gad.d_acc_gate}")
+    if not cfg.teacher.base_url and not cfg.teacher.replies_file:
+        raise ValueError("teacher.base_url is empty: give an OpenAI-compatible URL, 'embedded', or teacher.replies_file")
+    if cfg.model.student == EMBEDDED and cfg.data.train != EMBEDDED and not cfg.model.tokenizer:
+        raise ValueError("model.student='embedded' with a data file needs model.tokenizer (the embedded tokenizer is trained on the synthetic world)")
+    if r.seeds < 1:
+        raise ValueError(f"run.seeds must be >= 1, got {r.seeds}")
+
+
+def check_divisible(cfg: TrainConfig, dp: int) -> None:
+    if cfg.stages.prompts_per_step % dp:
+        raise ValueError(f"stages.prompts_per_step={cfg.stages.prompts_per_step} is not divisible by the data-parallel size {dp}")
+
+
+def load_config(argv: list[str]) -> tuple[TrainConfig, list[str]]:
+    """Parse ``--config FILE`` and repeated ``--set k=v``; returns (config, remaining args)."""
+    cfg = TrainConfig()
+    rest: list[str] = []
+    files: list[str] = []
+    sets: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--config", "--set"):
+            value = next(it, None)
+            if value is None:
+                raise ValueError(f"{arg} needs a value")
+            (files if arg == "--config" else sets).append(value)
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+        elif arg.startswith("--set="):
+            sets.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    for f in files:
+        apply_file(cfg, f)
+    for s in sets:
+        apply_override(cfg, s)
+    validate(cfg)
+    return cfg, rest

@@ -1,0 +1,99 @@
+"""A trained or frozen model driven by megatron's schedule: DDP + distributed optimizer via gadx.parallel.
+
+    g = Player(student, lr=1e-6, weight_decay=0.01, clip_grad=0.2)
+    outs = g.run(mbs, forward_step)                     # forward+backward over packed micro-batches
+    applied, grad_norm = g.step(loss_sum)                # skipped (False) when loss or grads are non-finite
+    ref = Player(frozen_copy, trainable=False)           # forward-only (reference policy)
+
+``forward_step(mb, model) -> (output, loss_func)`` is megatron's forward_step_func
+with the micro-batch already taken from the iterator. Loss normalisation:
+megatron divides each micro-batch loss by the number of micro-batches and DDP
+averages gradients over data-parallel ranks, so a loss that should be
+``sum(token terms) / global_count`` is given the normaliser
+``global_count / (dp * num_microbatches)`` (see ``scaled_normalizer``).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from gadx.parallel import build_optimizer, forward_backward, wrap_ddp
+
+from .packing import MicroBatch
+
+
+def scaled_normalizer(global_count: torch.Tensor, dp: int, num_microbatches: int) -> torch.Tensor:
+    """The per-micro-batch normaliser that makes megatron's averaging yield sum / global_count."""
+    return global_count.clamp(min=1.0) / (dp * num_microbatches)
+
+
+class Player:
+    def __init__(self, model, *, lr: float = 0.0, weight_decay: float = 0.0, clip_grad: float = 0.0, trainable: bool = True):
+        self.model = model
+        self.chunks = wrap_ddp([model])
+        self.opt = build_optimizer(self.chunks, lr=lr, weight_decay=weight_decay, clip_grad=clip_grad) if trainable else None
+        if not trainable:
+            for p in model.parameters():
+                p.requires_grad_(False)
+
+    def run(self, mbs: list[MicroBatch], forward_step: Callable[[MicroBatch, Any], tuple], *, forward_only: bool = False) -> list[dict]:
+        assert mbs, "no micro-batches"
+        assert forward_only or self.opt is not None, "a frozen player runs forward only"
+
+        def fs(data_iterator, chunk):
+            return forward_step(next(data_iterator), chunk)
+
+        ctx = torch.no_grad() if forward_only else torch.enable_grad()
+        with ctx:
+            return forward_backward(
+                self.chunks, fs, iter(mbs), num_microbatches=len(mbs),
+                seq_length=max(mb.num_tokens for mb in mbs), micro_batch_size=1,
+                forward_only=forward_only, optimizer=self.opt,
+            )
+
+    def set_lr(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+    def grads_finite(self, loss: torch.Tensor) -> torch.Tensor:
+        """0-d bool tensor: loss and every local gradient finite on every rank (one all-reduce)."""
+        bad = (~torch.isfinite(loss.detach().float())).float().reshape(1)
+        for c in self.chunks:
+            for buf in c.buffers:
+                bad = bad + (~torch.isfinite(buf.grad_data)).any().float()
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(bad)
+        return bad[0] == 0
+
+    def step(self, loss: torch.Tensor) -> tuple[bool, float]:
+        """Optimizer step unless loss/grads are non-finite. The one host sync of a training step."""
+        if not bool(self.grads_finite(loss)):
+            self.opt.zero_grad()
+            return False, float("nan")
+        ok, grad_norm, _ = self.opt.step()
+        return bool(ok), float(grad_norm) if grad_norm is not None else float("nan")
+
+    def _inner(self) -> list:
+        return list(getattr(self.opt, "chained_optimizers", [self.opt]))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Same-layout state: model shard, and per inner optimizer its torch AdamW state and the
+        fp32 main params it steps (views of the model params at fp32, separate copies for bf16).
+        megatron's own DistributedOptimizer.state_dict() needs Apex/TE to track Adam steps."""
+        st = {"model": self.model.state_dict()}
+        if self.opt is not None:
+            st["optim"] = [{"adam": o.optimizer.state_dict(),
+                            "main": [p.detach().clone() for g in o.optimizer.param_groups for p in g["params"]]}
+                           for o in self._inner()]
+        return st
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.model.load_state_dict(st["model"])
+        if self.opt is not None:
+            for o, saved in zip(self._inner(), st["optim"]):
+                o.optimizer.load_state_dict(saved["adam"])
+                with torch.no_grad():
+                    for p, v in zip((p for g in o.optimizer.param_groups for p in g["params"]), saved["main"]):
+                        p.copy_(v)

@@ -1,0 +1,79 @@
+"""The embedded default's final table (like the paper's Table 2): before / SeqKD / GAD on ID and OOD prompts.
+
+Greedy decoding of each student on the world's test splits; task accuracy and the
+exact teacher log-likelihood per token (gadx.eval.diagnostics.world_metrics), the
+phrasing distance to the teacher's own mix (world.teacher_phrasing_distance),
+and response lengths; the teacher's own samples give the reference row.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from gadx.eval.diagnostics import world_metrics
+from gadx.models import hf_state_dict
+
+from .sequences import encode_prompt
+
+COLUMNS = ("task_accuracy", "teacher_logprob_per_token", "phrasing_distance", "len_tokens")
+
+
+def _score(env, prompts: list[str], texts: list[str], n_tokens: list[int]) -> dict[str, float]:
+    m = world_metrics(env.world, prompts, texts, n_tokens)
+    return {
+        "task_accuracy": m["task_accuracy"],
+        "teacher_logprob_per_token": m["teacher_logprob_per_token"],
+        "phrasing_distance": env.world.teacher_phrasing_distance(prompts, texts)["all"],
+        "len_tokens": sum(n_tokens) / len(n_tokens),
+    }
+
+
+def evaluate_student(env, model, n: int) -> dict[str, dict[str, float]]:
+    env.engine.load_weights(hf_state_dict(model))
+    out = {}
+    for split in ("test_id", "test_ood"):
+        prompts = [ex.prompt for ex in env.world.split(split)[:n]]
+        ids = [encode_prompt(env.tok, [{"role": "user", "content": p}], env.cfg.stages.max_prompt_len).ids for p in prompts]
+        roll = env.engine.generate(ids, max_new_tokens=env.cfg.stages.max_response_len, temperature=0.0, eos_ids=env.eos_ids)
+        texts = [env.tok.decode(r, skip_special_tokens=True) for r in roll.responses]
+        out[split] = _score(env, prompts, texts, [len(r) for r in roll.responses])
+    return out
+
+
+def evaluate_teacher(env, n: int) -> dict[str, dict[str, float]]:
+    from .data import Sample
+
+    out = {}
+    for split in ("test_id", "test_ood"):
+        prompts = [ex.prompt for ex in env.world.split(split)[:n]]
+        texts = env.teacher_texts([Sample([{"role": "user", "content": p}]) for p in prompts])
+        out[split] = _score(env, prompts, texts, [len(env.reply_ids(t)) for t in texts])
+    return out
+
+
+def aggregate(per_seed: list[dict[str, dict[str, dict[str, float]]]]) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:
+    """mean and (sample) std over seeds for every row / split / column."""
+    rows = per_seed[0].keys()
+    return {r: {s: {c: (statistics.fmean(x[r][s][c] for x in per_seed),
+                        statistics.stdev([x[r][s][c] for x in per_seed]) if len(per_seed) > 1 else 0.0)
+                    for c in COLUMNS} for s in per_seed[0][r]} for r in rows}
+
+
+def format_table(agg) -> str:
+    head = "| model | split | task acc | teacher logp/token | phrasing TV (lower better) | length (tokens) |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for row, splits in agg.items():
+        for split, cols in splits.items():
+            cells = [f"{cols[c][0]:.3f} ± {cols[c][1]:.3f}" if c != "len_tokens" else f"{cols[c][0]:.1f} ± {cols[c][1]:.1f}" for c in COLUMNS]
+            lines.append(f"| {row} | {split.replace('test_', '').upper()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(out_dir: Path, per_seed: list, summaries: list) -> str:
+    agg = aggregate(per_seed)
+    table = format_table(agg)
+    (out_dir / "results.json").write_text(json.dumps({"per_seed": per_seed, "runs": summaries}, indent=2))
+    (out_dir / "results.md").write_text(table + "\n")
+    return table

@@ -1,0 +1,45 @@
+"""Discriminator and advantage math for GAD (pure torch, device-side, no host syncs).
+
+    loss_D = bt_loss(d_teacher_P, d_student_PN)            # -logsigmoid(D(y_t) - D(y_s^i)), mean
+    acc    = pairwise_acc(d_teacher_P, d_student_PN)       # mean[D(y_t) > D(y_s^i)]
+    adv_PN = group_advantages(reward_PN)                   # (r - mean) / (std_unbiased + 1e-6)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def bt_loss(d_teacher_P: torch.Tensor, d_student_PN: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry loss, teacher wins: each of a prompt's N samples is paired with its one teacher reply."""
+    assert d_student_PN.dim() == 2 and d_teacher_P.shape == d_student_PN.shape[:1]
+    return -F.logsigmoid(d_teacher_P.float()[:, None] - d_student_PN.float()).mean()
+
+
+def pairwise_acc(d_teacher_P: torch.Tensor, d_student_PN: torch.Tensor) -> torch.Tensor:
+    """Fraction of (teacher, sample) pairs that D orders correctly; 0.5 is chance."""
+    return (d_teacher_P[:, None] > d_student_PN).float().mean()
+
+
+def group_advantages(reward_PN: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO advantages: normalise each prompt's group of N rewards by its mean and unbiased std."""
+    assert reward_PN.dim() == 2 and reward_PN.shape[1] >= 2, "need N >= 2 samples per prompt"
+    r = reward_PN.float()
+    return (r - r.mean(dim=1, keepdim=True)) / (r.std(dim=1, unbiased=True, keepdim=True) + eps)
+
+
+def chunked_nll_sum(hidden_TH: torch.Tensor, weight_VH: torch.Tensor, targets_T: torch.Tensor, mask_T: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Sum of masked token NLL with grad, never holding more than one chunk's [C, V] logits.
+
+    gadx.kernels' token_logprobs is the no-grad path and grpo_loss the policy loss, so
+    the supervised stages use this: each chunk's logits are recomputed in backward
+    (activation checkpointing). TP=1 only (the full vocab on this rank)."""
+    from torch.utils.checkpoint import checkpoint
+
+    def part(h_CH, t_C, m_C):
+        return (F.cross_entropy((h_CH @ weight_VH.t()).float(), t_C, reduction="none") * m_C).sum()
+
+    total = hidden_TH.new_zeros((), dtype=torch.float32)
+    for s in range(0, hidden_TH.shape[0], chunk):
+        total = total + checkpoint(part, hidden_TH[s : s + chunk], targets_T[s : s + chunk], mask_T[s : s + chunk], use_reentrant=False)
+    return total

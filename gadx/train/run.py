@@ -1,0 +1,81 @@
+"""Top level of `gadx train`: environment, the planned runs for every seed, and the final table.
+
+    out_dir/seed{S}/seqkd/{metrics.jsonl, checkpoints/}   out_dir/seed{S}/gad/...
+    out_dir/results.md, results.json, curves.png           (embedded world: the Table-2-like comparison)
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .config import TrainConfig
+
+
+def run(cfg: TrainConfig) -> int:
+    from gadx.models import build_model, save_pretrained
+    from gadx.parallel import destroy_parallel
+
+    from . import evaluate as ev
+    from .setup import Env
+    from .trainer import Run
+
+    t0 = time.perf_counter()
+    out = Path(cfg.run.out_dir)
+    per_seed, summaries = [], []
+    env = None
+    try:
+        for k in range(cfg.run.seeds):
+            seed = cfg.run.seed + k
+            scfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=seed,
+                                       out_dir=str(out / f"seed{seed}") if cfg.run.seeds > 1 else cfg.run.out_dir))
+            if env is None:
+                env = Env(scfg)
+            env.cfg = scfg
+            env._init_state = None
+            rank0 = env.dims.rank == 0
+            names = {"compare": ["seqkd", "gad"], "gad": ["gad"], "seqkd": ["seqkd"]}[cfg.run.plan]
+            rows = {}
+            if env.world is not None:
+                before = build_model(env.model_cfg, parallel=env.dims)
+                before.load_state_dict(env.initial_student_state())
+                rows["before"] = ev.evaluate_student(env, before, cfg.run.eval_size)
+            for name in names:
+                r = Run(scfg, env, name=name, out_dir=Path(scfg.run.out_dir) / name)
+                summary = r.train()
+                summaries.append({"seed": seed, "run": name, **summary})
+                if rank0:
+                    save_pretrained(r.G.model, Path(scfg.run.out_dir) / name / "student_hf")
+                if env.world is not None:
+                    rows["GAD" if name == "gad" else "SeqKD"] = ev.evaluate_student(env, r.G.model, cfg.run.eval_size)
+            if env.world is not None:
+                rows["teacher"] = ev.evaluate_teacher(env, cfg.run.eval_size)
+                per_seed.append(rows)
+        if rank0 and per_seed:
+            table = ev.write_results(out, per_seed, summaries)
+            print(f"\nResults over {len(per_seed)} seed(s) (mean ± std), {cfg.run.eval_size} prompts per split:\n{table}")
+            _plot(out)
+        if rank0:
+            print(f"gadx.train: done in {time.perf_counter() - t0:.0f} s; outputs in {out}", file=sys.stderr)
+        return 0
+    finally:
+        if env is not None:
+            env.close()
+        if torch.distributed.is_initialized():
+            destroy_parallel()
+
+
+def _plot(out: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plot_curves", Path(__file__).resolve().parents[2] / "tools" / "plot_curves.py")
+    if spec is None or not Path(spec.origin).is_file():
+        return
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    files = sorted(out.glob("**/metrics.jsonl"))
+    if files:
+        mod.plot(files, out / "curves.png")

@@ -1,0 +1,229 @@
+"""The run environment: parallel state, tokenizer, student config, rollout engine, data and teacher.
+
+    env = Env.create(cfg)      # every rank; embedded mode builds the synthetic world, trains the
+                                # tokenizer on its text and serves its teacher on 127.0.0.1
+    env.close()
+
+The trainer sees the teacher only through ``TeacherClient`` (HTTP, cached on
+disk) or a pre-collected replies file: in embedded mode too, the world's
+teacher is a black box behind ``gadx.serve``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from gadx.models import ModelConfig, build_model
+from gadx.parallel import init_parallel
+
+from .config import EMBEDDED, TrainConfig, check_divisible
+from .data import Sample, load_samples
+from .sequences import encode_prompt, encode_teacher_reply
+
+
+def _bcast(obj: Any) -> Any:
+    box = [obj]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class _FileReplies:
+    """A pre-collected replies file behind the Prefetcher interface."""
+
+    class _R:
+        def __init__(self, text: str):
+            self.text, self.cost_usd = text, 0.0
+
+    def __init__(self, batches):
+        self._it = iter(batches)
+        self.last_wait_s = 0.0
+
+    def get(self):
+        return [self._R(req["reply"]) for req in next(self._it)]
+
+
+class Env:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.dims = init_parallel(cfg.parallel.tp, cfg.parallel.pp, seed=cfg.run.seed)
+        check_divisible(cfg, self.dims.dp)
+        self.out = Path(cfg.run.out_dir)
+        self.world = None
+        self._server = None
+        self.client = None
+        self.embedded = cfg.data.train == EMBEDDED
+        if self.embedded:
+            from gadx.world import World
+
+            kw = {"n_train": cfg.data.world_train_size} if cfg.data.world_train_size else {}
+            self.world = World(seed=cfg.data.world_seed, **kw)
+            train = [Sample([{"role": "user", "content": ex.prompt}]) for ex in self.world.split("train")]
+        else:
+            train = load_samples(cfg.data.train, prompt_key=cfg.data.prompt_key, response_key=cfg.data.response_key,
+                                 limit=cfg.data.max_prompts)
+        held = load_samples(cfg.data.held_out, prompt_key=cfg.data.prompt_key, response_key=cfg.data.response_key) \
+            if cfg.data.held_out else None
+        if held is None:  # split the held-out prompts off the end of train
+            k = min(cfg.data.held_out_size, len(train) // 4)
+            train, held = train[:-k], train[-k:]
+        self.train, self.held = train, held
+        self.num_train = len(train)
+        self.tok = self._tokenizer()
+        self.eos_ids = [self.tok.eos_id]
+        self.model_cfg = self._model_cfg()
+        self.model_cfg.check_parallel(self.dims.tp)
+        self.from_scratch = cfg.discriminator.from_scratch if cfg.discriminator.from_scratch is not None \
+            else cfg.model.student == EMBEDDED
+        self._init_state = None
+        from gadx.sampler import KVCacheSampler
+
+        self.engine = KVCacheSampler(self.model_cfg, device=self.dims.device)
+        self._connect_teacher()
+        self._prompt_cache: dict[int, list[int]] = {}
+        self.truncated_prompts = 0
+        self._held_ids = None
+
+    # ---- tokenizer / model -----------------------------------------------------------------
+
+    def _tokenizer(self):
+        from gadx.tokenizer import load_tokenizer, train_sentencepiece
+
+        cfg = self.cfg
+        path = cfg.model.tokenizer or (cfg.model.student if cfg.model.student != EMBEDDED else "")
+        if path:
+            return load_tokenizer(path)
+        folder = self.out / "tokenizer"
+        if self.dims.rank == 0 and not (folder / "tokenizer_config.json").exists():
+            train_sentencepiece(self.world.corpus(), folder, cfg.model.vocab_size)
+        if dist.is_initialized():
+            dist.barrier()
+        return load_tokenizer(folder)
+
+    def _model_cfg(self) -> ModelConfig:
+        m = self.cfg.model
+        if m.student != EMBEDDED:
+            return ModelConfig.from_pretrained(m.student)
+        return ModelConfig(
+            family="qwen2", vocab_size=self.tok.vocab_size, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+            num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, head_dim=m.hidden_size // m.num_heads,
+            rope_theta=10000.0, tie_embeddings=True, qkv_bias=True,
+            max_position_embeddings=self.cfg.stages.max_prompt_len + self.cfg.stages.max_response_len,
+            bos_token_id=self.tok.bos_id, eos_token_id=self.tok.eos_id, pad_token_id=self.tok.pad_id,
+        )
+
+    def initial_student_state(self) -> dict[str, torch.Tensor]:
+        """The student's starting weights (same for every run of a seed): a folder's, or a seeded random init."""
+        if self._init_state is None:
+            if self.cfg.model.student == EMBEDDED:
+                torch.manual_seed(self.cfg.run.seed)
+                model = build_model(self.model_cfg, parallel=self.dims, seed=self.cfg.run.seed)
+            else:
+                from gadx.models import from_pretrained
+
+                model = from_pretrained(self.cfg.model.student, parallel=self.dims)
+            self._init_state = {k: v.clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items()}
+        return self._init_state
+
+    # ---- teacher ---------------------------------------------------------------------------
+
+    def _connect_teacher(self) -> None:
+        t = self.cfg.teacher
+        if t.replies_file:
+            replies = load_samples(t.replies_file)
+            by_prompt = {repr(s.messages): s.reply for s in replies if s.reply is not None}
+            for s in self.train + self.held:
+                s.reply = s.reply if s.reply is not None else by_prompt.get(repr(s.messages))
+            missing = sum(s.reply is None for s in self.train + self.held)
+            if missing:
+                raise ValueError(f"teacher.replies_file {t.replies_file!r} has no reply for {missing} prompts")
+            return
+        if all(s.reply is not None for s in self.train + self.held):
+            return
+        url = t.base_url
+        if url == EMBEDDED:
+            if self.world is None:
+                raise ValueError("teacher.base_url='embedded' needs the embedded data (data.train='embedded')")
+            if self.dims.rank == 0:
+                from gadx.serve import start_in_thread
+                from gadx.serve.backends import SyntheticBackend
+
+                self._server = start_in_thread(SyntheticBackend(self.cfg.data.world_seed))
+                url = self._server.url
+            url = _bcast(url)
+        from gadx.teacher import TeacherClient
+
+        cache = t.cache_path or str(self.out / "teacher_cache.sqlite")
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        self.client = TeacherClient(url, t.model, cache_path=cache, api_key_env=t.api_key_env or None,
+                                    max_in_flight=t.max_in_flight, max_usd=t.max_usd or None)
+        self._check_reachable(url)
+
+    def _check_reachable(self, url: str) -> None:
+        import urllib.error
+        import urllib.request
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        try:
+            with urllib.request.urlopen(f"{parts.scheme}://{parts.netloc}/", timeout=5):
+                pass
+        except urllib.error.HTTPError:
+            pass  # the server answered
+        except (urllib.error.URLError, OSError) as e:
+            raise ValueError(f"teacher at {url} is unreachable ({getattr(e, 'reason', e)})") from None
+
+    def request(self, i: int) -> dict[str, Any]:
+        s = self.train[i]
+        if s.reply is not None:
+            return {"reply": s.reply}
+        t = self.cfg.teacher
+        # a fixed seed makes the teacher's reply a function of the prompt: reproducible runs
+        return {"messages": s.messages, "temperature": t.temperature, "max_tokens": t.max_tokens, "seed": t.seed}
+
+    def prefetcher(self, batches):
+        if self.client is None:
+            return _FileReplies(batches)
+        from gadx.teacher import Prefetcher
+
+        return Prefetcher(self.client, batches, depth=self.cfg.teacher.prefetch_depth)
+
+    def teacher_cost(self) -> float:
+        return float(self.client.stats()["cost_usd"]) if self.client is not None else 0.0
+
+    def teacher_texts(self, samples: list[Sample]) -> list[str]:
+        if self.client is None:
+            return [s.reply for s in samples]
+        t = self.cfg.teacher
+        futs = [self.client.submit(s.messages, temperature=t.temperature, max_tokens=t.max_tokens, seed=t.seed) for s in samples]
+        return [f.result().text for f in futs]
+
+    # ---- tokens ----------------------------------------------------------------------------
+
+    def prompt_ids(self, i: int) -> list[int]:
+        if i not in self._prompt_cache:
+            p = encode_prompt(self.tok, self.train[i].messages, self.cfg.stages.max_prompt_len)
+            self.truncated_prompts += p.truncated
+            self._prompt_cache[i] = p.ids
+        return self._prompt_cache[i]
+
+    def reply_ids(self, text: str) -> list[int]:
+        return encode_teacher_reply(self.tok, text, self.cfg.stages.max_response_len)
+
+    def heldout(self) -> tuple[list[list[int]], list[list[int]]]:
+        if self._held_ids is None:
+            texts = [s.reply for s in self.held] if all(s.reply is not None for s in self.held) else self.teacher_texts(self.held)
+            self._held_ids = ([encode_prompt(self.tok, s.messages, self.cfg.stages.max_prompt_len).ids for s in self.held],
+                              [self.reply_ids(t) for t in texts])
+        return self._held_ids
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self._server is not None:
+            self._server.stop()

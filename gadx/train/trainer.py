@@ -1,0 +1,295 @@
+"""One training run (a "plan"): SeqKD, or warmup -> D gate -> GAD, resumable from its last checkpoint.
+
+    run = Run(cfg, env, name="gad", out_dir=...)     # env: tokenizer, data, teacher (setup.py)
+    summary = run.train()                             # resumes if out_dir has a checkpoint
+
+Stages (and the step counter ``step`` shared by all of them):
+    seqkd : ``cfg.seqkd_steps`` CE steps on teacher replies
+    warmup: ``stages.warmup.steps``; D alone for the first ``d_only_steps``
+    gate  : D-only steps until D's held-out pairwise accuracy >= ``gad.d_acc_gate``
+            (at most ``gad.d_gate_steps``); failing that, GAD is skipped with a loud
+            message, since a chance-level D makes GAD a random walk (toy-findings.md)
+    gad   : ``stages.gad.steps`` adversarial steps against the frozen warmup-end reference
+"""
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gadx.models import build_model, hf_state_dict
+
+from . import checkpoint as ck
+from .config import TrainConfig
+from .data import Cursor
+from .engine import Player
+from .losses import pairwise_acc
+from .metrics import MetricsLogger, Progress
+from .packing import pack
+from .step import Batch, StepContext, _per_seq, _score_step, gad_step, seqkd_step, warmup_step
+
+
+def warn(msg: str) -> None:
+    print(f"gadx.train: WARNING: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Plan:
+    stage: str
+    steps: int
+
+
+class Run:
+    def __init__(self, cfg: TrainConfig, env, *, name: str, out_dir: str | Path, recorder: list[str] | None = None):
+        assert name in ("seqkd", "gad")
+        self.cfg, self.env, self.name, self.out = cfg, env, name, Path(out_dir)
+        self.dims = env.dims
+        self.rank0 = self.dims.rank == 0
+        s = cfg.stages
+        self.plan = [Plan("seqkd", cfg.seqkd_steps)] if name == "seqkd" else [
+            Plan("warmup", s.warmup.steps), Plan("gate", s.gad.d_gate_steps), Plan("gad", s.gad.steps)]
+        self.recorder = recorder
+        self.nonfinite_run = 0
+        self.nonfinite_total = 0
+        self.gad_skipped = False
+        self.last_heldout_acc: float | None = None
+
+    # ---- building -------------------------------------------------------------------------
+
+    def _players(self) -> None:
+        cfg, env = self.cfg, self.env
+        s = cfg.stages
+        torch.manual_seed(cfg.run.seed)
+        student = build_model(env.model_cfg, parallel=self.dims, seed=cfg.run.seed)
+        student.load_state_dict(env.initial_student_state())
+        lr = s.seqkd.lr if self.name == "seqkd" else s.warmup.lr
+        self.G = Player(student, lr=lr, weight_decay=s.weight_decay, clip_grad=s.grad_clip)
+        self.D = self.ref = None
+        if self.name == "gad":
+            disc = build_model(env.model_cfg, head="score", parallel=self.dims, seed=cfg.run.seed + 1)
+            if not env.from_scratch:  # pretrained student: D starts from its initial weights
+                copy_trunk(student, disc)
+            self.D = Player(disc, lr=s.warmup.d_lr, weight_decay=s.weight_decay, clip_grad=s.grad_clip)
+
+    def _ctx(self) -> StepContext:
+        env = self.env
+        return StepContext(
+            student=self.G, disc=self.D, ref=self.ref, engine=env.engine,
+            sync_weights=lambda: env.engine.load_weights(hf_state_dict(self.G.model)),
+            eos_ids=env.eos_ids, stages=self.cfg.stages, budget=self.cfg.parallel.micro_batch_tokens,
+            dp=self.dims.dp, dp_group=self.dims.dp_group,
+            sample_seed=(self.cfg.run.seed * 1_000_003 + self.dims.dp_rank * 7919) % (2**31), recorder=self.recorder,
+        )
+
+    def _start_gad(self) -> None:
+        """End of warmup: freeze a reference copy of the student; set the GAD learning rates."""
+        s = self.cfg.stages
+        ref = build_model(self.env.model_cfg, parallel=self.dims)
+        ref.load_state_dict(self.G.model.state_dict())
+        self.ref = Player(ref, trainable=False)
+        self.G.set_lr(s.gad.lr)
+        self.D.set_lr(s.gad.d_lr)
+
+    # ---- state ----------------------------------------------------------------------------
+
+    def _state(self, stage_i: int, stage_step: int, step: int) -> dict[str, Any]:
+        st = {"G": self.G.state_dict(), "cursor": self.cursor.state, "rng": ck.rng_state(),
+              "stage_i": stage_i, "stage_step": stage_step, "step": step, "gad_skipped": self.gad_skipped,
+              "nonfinite_total": self.nonfinite_total, "nonfinite_run": self.nonfinite_run}
+        if self.D is not None:
+            st["D"] = self.D.state_dict()
+        if self.ref is not None:
+            st["ref"] = self.ref.model.state_dict()
+        return st
+
+    def _save(self, stage_i: int, stage_step: int, step: int) -> None:
+        ck.save_checkpoint(self.out / "checkpoints", step, self._state(stage_i, stage_step, step), self.cfg.to_json(),
+                           {"run": self.name, "stage": self.plan[min(stage_i, len(self.plan) - 1)].stage,
+                            "stage_step": stage_step, "world": self.dims.world, "tp": self.dims.tp, "pp": self.dims.pp})
+
+    def _resume(self) -> tuple[int, int, int]:
+        path = ck.latest_checkpoint(self.out / "checkpoints")
+        if path is None:
+            return 0, 0, 0
+        meta = ck.load_meta(path)
+        if (meta["world"], meta["tp"], meta["pp"]) != (self.dims.world, self.dims.tp, self.dims.pp):
+            raise ValueError(f"{path}: saved with world={meta['world']} tp={meta['tp']} pp={meta['pp']}, "
+                             f"resuming with world={self.dims.world} tp={self.dims.tp} pp={self.dims.pp}")
+        st = ck.load_rank_state(path)
+        self.G.load_state_dict(st["G"])
+        if "D" in st:
+            self.D.load_state_dict(st["D"])
+        if "ref" in st:
+            self._start_gad()
+            self.ref.model.load_state_dict(st["ref"])
+            # the optimizer state carried the lr; set_lr above must not win over a restored schedule
+        self.cursor = Cursor.from_state(st["cursor"])
+        ck.set_rng_state(st["rng"])
+        self.gad_skipped = st["gad_skipped"]
+        self.nonfinite_total, self.nonfinite_run = st["nonfinite_total"], st["nonfinite_run"]
+        if self.rank0:
+            print(f"gadx.train: resumed {self.name} from {path} (step {st['step']})", file=sys.stderr)
+        return st["stage_i"], st["stage_step"], st["step"]
+
+    # ---- data -----------------------------------------------------------------------------
+
+    def _batches(self, cursor_state: dict):
+        """This rank's teacher requests for every upcoming step, in order (fed to the Prefetcher)."""
+        cur = Cursor.from_state(cursor_state)
+        P, dp, r = self.cfg.stages.prompts_per_step, self.dims.dp, self.dims.dp_rank
+        while True:
+            yield [self.env.request(i) for i in cur.next(P)[r::dp]]
+
+    def _next_batch(self) -> Batch:
+        P, dp, r = self.cfg.stages.prompts_per_step, self.dims.dp, self.dims.dp_rank
+        idx = self.cursor.next(P)[r::dp]
+        t0 = time.perf_counter()
+        replies = self.prefetch.get()
+        wait = time.perf_counter() - t0
+        prompts, teacher, finished = [], [], []
+        for i, rep in zip(idx, replies):
+            if isinstance(rep, Exception):
+                raise RuntimeError(f"teacher request for prompt {i} failed: {rep}")
+            p = self.env.prompt_ids(i)
+            t = self.env.reply_ids(rep.text)
+            prompts.append(p)
+            teacher.append(t)
+            finished.append(t[-1] in self.env.eos_ids)
+        return Batch(prompts, teacher, finished, global_prompts=P, teacher_wait_s=wait)
+
+    # ---- D health -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def heldout_acc(self, ctx: StepContext, step: int) -> float:
+        """D's pairwise accuracy on held-out prompts: teacher reply vs one fresh student sample each."""
+        env, n = self.env, self.cfg.stages.n_samples
+        prompts, teacher = env.heldout()
+        ctx.sync_weights()
+        roll = env.engine.generate(prompts, max_new_tokens=self.cfg.stages.max_response_len,
+                                   temperature=self.cfg.stages.temperature, eos_ids=env.eos_ids, seed=10_000_019 + step)
+        seqs_p = [q for p in prompts for q in (p, p)]
+        seqs_r = [x for t, s in zip(teacher, roll.responses) for x in (t, s)]
+        mbs = pack(seqs_p, seqs_r, self.cfg.parallel.micro_batch_tokens)
+        sc = _per_seq(mbs, self.D.run(mbs, _score_step(self.D.model), forward_only=True), "scores", len(seqs_r)).view(-1, 2)
+        return float(pairwise_acc(sc[:, 0], sc[:, 1:]))
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        cfg, env = self.cfg, self.env
+        self._players()
+        self.cursor = Cursor(env.num_train, cfg.run.seed)
+        stage_i, stage_step, step = self._resume()
+        self.log = MetricsLogger(self.out, enabled=self.rank0, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb,
+                                 config=cfg.to_dict())
+        self.prefetch = env.prefetcher(self._batches(self.cursor.state))
+        ctx = self._ctx()
+        total = sum(p.steps for p in self.plan)
+        bar = Progress(total, f"{self.name}", enabled=self.rank0 and cfg.run.progress)
+        bar.n = step
+        try:
+            while stage_i < len(self.plan):
+                plan = self.plan[stage_i]
+                if plan.stage == "gate" and stage_step == 0:
+                    if self.ref is None:
+                        self._start_gad()
+                        ctx = self._ctx()
+                    acc = self.heldout_acc(ctx, step)
+                    self.last_heldout_acc = acc
+                    if acc >= cfg.stages.gad.d_acc_gate:
+                        bar.total -= plan.steps
+                        stage_i, stage_step = stage_i + 1, 0
+                        continue
+                if plan.stage == "gad" and self.gad_skipped:
+                    bar.total -= plan.steps
+                    break
+                if stage_step >= plan.steps:
+                    if plan.stage == "gate":
+                        self.gad_skipped = True
+                        warn(f"D's held-out pairwise accuracy {self.last_heldout_acc:.3f} stayed below "
+                             f"stages.gad.d_acc_gate={cfg.stages.gad.d_acc_gate} after {plan.steps} D-only steps: "
+                             "skipping the GAD stage (a chance-level discriminator turns it into a random walk)")
+                    stage_i, stage_step = stage_i + 1, 0
+                    self._save(stage_i, 0, step)
+                    continue
+                if cfg.run.max_steps and step >= cfg.run.max_steps:
+                    break
+                m = self._one_step(ctx, plan.stage, stage_step, step)
+                step, stage_step = step + 1, stage_step + 1
+                bar.update(1, **{k: m[k] for k in ("loss/g_ce", "loss/d", "d_acc/heldout") if isinstance(m.get(k), float)})
+                if plan.stage == "gate" and m.get("d_acc/heldout", 0.0) >= cfg.stages.gad.d_acc_gate:
+                    bar.total -= plan.steps - stage_step
+                    stage_i, stage_step = stage_i + 1, 0
+                if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0:
+                    self._save(stage_i, stage_step, step)
+        finally:
+            self.prefetch.close() if hasattr(self.prefetch, "close") else None
+            self.log.close()
+        return {"steps": step, "gad_skipped": self.gad_skipped, "nonfinite_total": self.nonfinite_total,
+                "d_acc_heldout": self.last_heldout_acc}
+
+    def _one_step(self, ctx: StepContext, stage: str, stage_step: int, step: int) -> dict[str, Any]:
+        cfg = self.cfg
+        ctx.times.clear()
+        t0 = time.perf_counter()
+        batch = self._next_batch()
+        if stage == "seqkd":
+            m = seqkd_step(ctx, batch, step)
+        elif stage == "warmup" and self.env.from_scratch:
+            # G SFT first, then D is copied from the trained student and trained alone
+            w = cfg.stages.warmup
+            if stage_step == w.steps - w.d_only_steps:
+                copy_trunk(self.G.model, self.D.model)
+            m = warmup_step(ctx, batch, step, d_only=stage_step >= w.steps - w.d_only_steps,
+                            g_only=stage_step < w.steps - w.d_only_steps)
+        elif stage == "warmup":
+            m = warmup_step(ctx, batch, step, d_only=stage_step < cfg.stages.warmup.d_only_steps)
+        elif stage == "gate":
+            m = warmup_step(ctx, batch, step, d_only=True)
+        else:
+            m = gad_step(ctx, batch, step, update_d=not cfg.stages.gad.freeze_discriminator)
+        dt = time.perf_counter() - t0
+        if self.D is not None and (stage == "gate" or step % cfg.run.eval_every == 0):
+            acc = self.heldout_acc(ctx, step)
+            self.last_heldout_acc = acc
+            m["d_acc/heldout"] = acc
+            if stage == "gad" and acc < 0.55:
+                warn(f"step {step}: D's held-out pairwise accuracy fell to {acc:.3f} (chance is 0.5); GAD updates now add noise")
+        skipped = bool(m.get("skipped/g")) or bool(m.get("skipped/d"))
+        self.nonfinite_run = self.nonfinite_run + 1 if skipped else 0
+        self.nonfinite_total += int(skipped)
+        if self.nonfinite_run > cfg.run.max_nonfinite:
+            raise RuntimeError(f"{self.nonfinite_run} consecutive steps with non-finite loss or gradients "
+                               f"(run.max_nonfinite={cfg.run.max_nonfinite}); stopping at step {step}. "
+                               "Lower the learning rate or check the data.")
+        ls, lt = m.get("len/student"), m.get("len/teacher")
+        if stage == "gad" and ls and lt and ls > cfg.stages.length_drift * lt:
+            warn(f"step {step}: student responses ({ls:.1f} tokens) exceed {cfg.stages.length_drift}x the teacher's ({lt:.1f})")
+        tokens = sum(len(p) + len(t) for p, t in zip(batch.prompts, batch.teacher))
+        m.update({"stage": stage, "time/step": dt, "time/teacher_wait": batch.teacher_wait_s,
+                  **{f"time/{k}": v for k, v in ctx.times.items()},
+                  "tokens_per_s": tokens * (1 + (cfg.stages.n_samples if stage != "seqkd" else 0)) / dt,
+                  "teacher/cost_usd": self.env.teacher_cost(), "nonfinite_total": self.nonfinite_total})
+        if step % cfg.run.log_every == 0:
+            self.log.log(step, m)
+        return m
+
+
+def copy_trunk(student, disc) -> None:
+    """Initialise D's transformer from the student's weights (its score head stays freshly initialised)."""
+    sd = {k: v for k, v in student.gpt.state_dict().items() if not k.startswith("output_layer")}
+    missing, unexpected = disc.gpt.load_state_dict(sd, strict=False)
+    assert not unexpected, unexpected
+    assert all(k.startswith("score_head") for k in missing), missing
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from gadx.train.config import TrainConfig, from_dict, load_config
+
+
+def test_defaults_validate_and_round_trip():
+    cfg, rest = load_config([])
+    assert rest == []
+    assert cfg.stages.temperature == 0.8 and cfg.stages.gad.clip_low == 0.2 and cfg.stages.gad.kl_coef == 0.001
+    assert from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_file_then_set_overrides(tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text('[stages.gad]\nsteps = 7\nlr = 1e-6\n[run]\nseed = 3\nout_dir = "x"\n')
+    cfg, _ = load_config(["--config", str(f), "--set", "stages.gad.steps=9", "--set=run.tensorboard=false"])
+    assert cfg.stages.gad.steps == 9 and cfg.stages.gad.lr == 1e-6 and cfg.run.seed == 3
+    assert cfg.run.tensorboard is False and cfg.run.out_dir == "x"
+
+
+def test_seqkd_budget_matches_gad_student_updates():
+    cfg, _ = load_config(["--set", "stages.warmup.steps=10", "--set", "stages.warmup.d_only_steps=3", "--set", "stages.gad.steps=5"])
+    assert cfg.seqkd_steps == 7 + 5
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--set", "stages.gad.stepz=3"], "unknown config key 'stages.gad.stepz'"),
+        (["--set", "nope.x=1"], "unknown config key 'nope.x'"),
+        (["--set", "stages.gad=1"], "is a section"),
+        (["--set", "stages.gad.steps=abc"], "expected int"),
+        (["--set", "stages.gad.steps"], "key.sub=value"),
+        (["--set", "teacher.base_url="], "teacher.base_url is empty"),
+        (["--set", "parallel.micro_batch_tokens=10"], "cannot hold one sequence"),
+        (["--set", "run.plan=foo"], "run.plan"),
+        (["--config", "/nonexistent.toml"], "not found"),
+    ],
+)
+def test_bad_configs_give_one_line_errors(args, match):
+    with pytest.raises(ValueError, match=match) as e:
+        load_config(args)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_key_in_file(tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text("[run]\nseeed = 1\n")
+    with pytest.raises(ValueError, match="unknown config key 'run.seeed'"):
+        load_config(["--config", str(f)])

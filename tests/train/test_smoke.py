@@ -1,0 +1,13 @@
+import json
+
+from gadx.train.config import load_config
+
+
+def test_tiny_compare_run_end_to_end(tmp_path, char_tok, tiny_args):
+    from gadx.train.run import run
+
+    cfg, _ = load_config(tiny_args(tmp_path))
+    assert run(cfg) == 0
+    rows = [json.loads(l) for l in (tmp_path / "gad" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows] == ["warmup"] * 3 + ["gad"] * 2
+    assert (tmp_path / "results.md").is_file()
