@@ -38,6 +38,9 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
+    # Llama 3.1 "llama3" RoPE scaling: {factor, low_freq_factor, high_freq_factor,
+    # original_max_position_embeddings}; None = plain RoPE.
+    rope_scaling: dict[str, float] | None = dataclasses.field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if self.family not in _MODEL_TYPES.values():
@@ -103,7 +106,14 @@ class ModelConfig:
         except (TypeError, ValueError) as e:
             raise ValueError(f"{source}: {e}") from None
         rope_scaling = d.get("rope_scaling") or d.get("rope_parameters")
-        if rope_scaling and rope_scaling.get("rope_type", rope_scaling.get("type")) not in (None, "default"):
+        rope_type = rope_scaling.get("rope_type", rope_scaling.get("type")) if isinstance(rope_scaling, dict) else None
+        if rope_type == "llama3":
+            keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+            missing = [k for k in keys if k not in rope_scaling]
+            if missing:
+                raise ValueError(f"{source}: llama3 rope_scaling is missing {missing}")
+            cfg = cfg.replace(rope_scaling={k: float(rope_scaling[k]) for k in keys})
+        elif rope_scaling and rope_type not in (None, "default"):
             raise ValueError(f"{source}: rope_scaling {rope_scaling!r} is not supported")
         return cfg
 
@@ -143,6 +153,8 @@ class ModelConfig:
             "pad_token_id": self.pad_token_id,
             "torch_dtype": "float32",
         }
+        if self.rope_scaling is not None:
+            d["rope_scaling"] = {"rope_type": "llama3", **self.rope_scaling}
         if self.family == "llama":
             d["attention_bias"] = self.qkv_bias
             d["mlp_bias"] = False

@@ -1,0 +1,304 @@
+"""Llama 3 / Qwen2 decoder as a megatron-core GPTModel, behind a batch-first API.
+
+    from gadx.models import build_model, ModelConfig
+    model = build_model(cfg)                          # single process: sets up TP=PP=1 itself
+    hidden_BTH = model.hidden(input_ids_BT)          # final-normed, last pipeline stage
+    logits_BTV = model.logits(input_ids_BT)          # exactly cfg.vocab_size columns
+    d = build_model(cfg, head="score")               # discriminator: Linear(H, 1) + bias
+    scores_B = d.score(input_ids_BT, lengths_B)      # score at position lengths-1
+
+Inside, activations are megatron's [T, B, H]. ``hidden`` runs the embedding and the decoder
+block (whose last stage applies the final RMSNorm) directly and never GPTModel's output
+layer, so no [B, T, V] logits copy is made; RoPE angles are computed here from position
+ids, so packed sequences (``doc_ids_BT``) restart positions per document and attend
+causally within their own document only.
+
+Vocabulary: megatron shards the embedding/LM head rows over TP, so the vocab is padded to a
+multiple of TP (no padding at TP=1). ``head_weight`` is this rank's [V_local, H] shard;
+``vocab_range`` is the [start, end) of *real* token ids it holds (pad rows are zero and
+must be ignored by vocab-parallel kernels). ``logits`` gathers and drops the pad columns.
+
+Under pipeline parallelism ``hidden`` is the per-stage forward the megatron schedule calls:
+non-first stages read the activation the schedule set with ``set_input_tensor``; non-last
+stages return their [T, B, H] activation for the schedule to send.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gadx.models.config import ModelConfig
+from gadx.models.spec import layer_spec
+
+HEADS = ("lm", "score")
+
+
+def padded_vocab_size(vocab_size: int, tp: int) -> int:
+    return math.ceil(vocab_size / tp) * tp
+
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """RoPE inverse frequencies [head_dim/2] (fp32), with Llama 3.1 "llama3" scaling when set."""
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    rs = cfg.rope_scaling
+    if rs is None:
+        return inv_freq
+    factor, low, high, orig = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen, high_wavelen = orig / low, orig / high
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (orig / wavelen - low) / (high - low)
+    mid = (1 - smooth) * scaled / factor + smooth * scaled
+    is_mid = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(is_mid, mid, scaled)
+
+
+def positions_from_docs(doc_ids_BT: torch.Tensor) -> torch.Tensor:
+    """Position ids restarting at 0 where the doc id changes."""
+    B, T = doc_ids_BT.shape
+    idx_BT = torch.arange(T, device=doc_ids_BT.device).expand(B, T)
+    change_BT = torch.ones_like(doc_ids_BT, dtype=torch.bool)
+    change_BT[:, 1:] = doc_ids_BT[:, 1:] != doc_ids_BT[:, :-1]
+    start_BT = torch.where(change_BT, idx_BT, torch.zeros_like(idx_BT)).cummax(dim=1).values
+    return idx_BT - start_BT
+
+
+def packed_mask(doc_ids_BT: torch.Tensor) -> torch.Tensor:
+    """megatron mask (True = blocked) [B,1,T,T]: causal within equal doc ids."""
+    T = doc_ids_BT.shape[1]
+    causal_TT = torch.ones(T, T, dtype=torch.bool, device=doc_ids_BT.device).tril()
+    same_BTT = doc_ids_BT[:, :, None] == doc_ids_BT[:, None, :]
+    return ~(same_BTT & causal_TT)[:, None]
+
+
+def transformer_config(cfg: ModelConfig, *, tp: int, pp: int, dtype: torch.dtype, init_weights: bool = True):
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    if cfg.num_layers % pp:
+        raise ValueError(f"pipeline parallel size {pp} does not divide num_layers={cfg.num_layers}")
+    return TransformerConfig(
+        num_layers=cfg.num_layers,
+        hidden_size=cfg.hidden_size,
+        ffn_hidden_size=cfg.intermediate_size,
+        num_attention_heads=cfg.num_heads,
+        num_query_groups=cfg.num_kv_heads,
+        kv_channels=cfg.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=cfg.rms_norm_eps,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=cfg.qkv_bias,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        params_dtype=dtype,
+        pipeline_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        use_cpu_initialization=not torch.cuda.is_available(),
+        gradient_accumulation_fusion=False,
+        bias_activation_fusion=False,
+        bias_dropout_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        apply_rope_fusion=False,
+        # Not perform_initialization=False: on the CPU-init path megatron then also skips
+        # tagging params as tensor-parallel, and clip_grads counts TP shards as duplicates.
+        **({} if init_weights else dict(init_method=_skip_init, output_layer_init_method=_skip_init,
+                                       embedding_init_method=_skip_init)),
+    )
+
+
+def _skip_init(weight: torch.Tensor) -> None:
+    """Init method that leaves the weight as allocated (a checkpoint fills it next)."""
+
+
+class GadxModel(nn.Module):
+    """megatron GPTModel (``.gpt``) + batch-first API. Built by ``build_model``."""
+
+    def __init__(self, gpt, cfg: ModelConfig, head: str, dims):
+        super().__init__()
+        self.gpt = gpt
+        self.config = cfg
+        self.head = head
+        self.dims = dims
+        self.register_buffer("inv_freq", rope_inv_freq(cfg).to(dims.device), persistent=False)
+
+    # ---- megatron schedule hooks ------------------------------------------------------------
+
+    def set_input_tensor(self, input_tensor) -> None:
+        self.gpt.set_input_tensor(input_tensor)
+
+    @property
+    def model_type(self):
+        return self.gpt.model_type
+
+    @property
+    def module(self):
+        # megatron's get_attr_wrapped_model unwraps `.module` chains (DDP -> GadxModel -> GPTModel)
+        # to find pre_process, shared_embedding_or_output_weight, ...
+        return self.gpt
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def vocab_range(self) -> tuple[int, int]:
+        """[start, end) of the real token ids in this TP rank's head/embedding shard."""
+        v_local = padded_vocab_size(self.config.vocab_size, self.dims.tp) // self.dims.tp
+        start = self.dims.tp_rank * v_local
+        return min(start, self.config.vocab_size), min(start + v_local, self.config.vocab_size)
+
+    @property
+    def head_weight(self) -> nn.Parameter:
+        """LM head [V_local, H] of this TP rank (the embedding when tied, on single-stage PP)."""
+        if self.head != "lm":
+            raise ValueError("head_weight exists only for head='lm'")
+        if not self.dims.is_last_stage:
+            raise ValueError("head_weight lives on the last pipeline stage")
+        if self.gpt.share_embeddings_and_output_weights:
+            return self.gpt.shared_embedding_or_output_weight()
+        return self.gpt.output_layer.weight
+
+    def head_input(self, hidden_BTH: torch.Tensor) -> torch.Tensor:
+        """Hidden states to multiply with ``head_weight``: under TP each rank's vocab shard gives
+        only part of d(loss)/d(hidden), so this is megatron's copy-to-TP-region (identity
+        forward, all-reduce of the gradient backward). Vocab-parallel kernels must use it too."""
+        if self.dims.tp == 1:
+            return hidden_BTH
+        from megatron.core.tensor_parallel import copy_to_tensor_model_parallel_region
+
+        return copy_to_tensor_model_parallel_region(hidden_BTH, self.dims.tp_group)
+
+    @property
+    def score_head(self) -> nn.Linear:
+        return self.gpt.score_head
+
+    # ---- forward ----------------------------------------------------------------------------
+
+    def forward(self, input_ids_BT, position_ids_BT=None, doc_ids_BT=None) -> torch.Tensor:
+        """== ``hidden``: what megatron DDP / the schedule call on a chunk."""
+        return self.hidden(input_ids_BT, position_ids_BT, doc_ids_BT)
+
+    def _rope(self, position_ids_BT: torch.Tensor) -> torch.Tensor:
+        # megatron's layout: [T, B, 1, D] angles, (freqs, freqs) concatenated (non-interleaved)
+        freqs_BTd = position_ids_BT.to(torch.float32)[..., None] * self.inv_freq.float()
+        return torch.cat((freqs_BTd, freqs_BTd), dim=-1).transpose(0, 1)[:, :, None, :]
+
+    def hidden(self, input_ids_BT, position_ids_BT=None, doc_ids_BT=None) -> torch.Tensor:
+        B, T = input_ids_BT.shape
+        mask = None
+        if doc_ids_BT is not None:
+            mask = packed_mask(doc_ids_BT)
+            if position_ids_BT is None:
+                position_ids_BT = positions_from_docs(doc_ids_BT)
+        if position_ids_BT is None:
+            position_ids_BT = torch.arange(T, device=input_ids_BT.device).expand(B, T)
+        emb_TBH = self.gpt.embedding(input_ids=input_ids_BT, position_ids=None) if self.gpt.pre_process else None
+        out_TBH = self.gpt.decoder(hidden_states=emb_TBH, attention_mask=mask, rotary_pos_emb=self._rope(position_ids_BT))
+        if not self.dims.is_last_stage:
+            return out_TBH
+        return out_TBH.transpose(0, 1)
+
+    def logits(self, input_ids_BT, position_ids_BT=None, doc_ids_BT=None) -> torch.Tensor:
+        return self.logits_from_hidden(self.hidden(input_ids_BT, position_ids_BT, doc_ids_BT))
+
+    def logits_from_hidden(self, hidden_BTH) -> torch.Tensor:
+        """Full-vocab logits [.., V] from last-stage hidden states (gathered over TP)."""
+        from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+        logits_BTv = self.head_input(hidden_BTH) @ self.head_weight.t()
+        if self.dims.tp > 1:
+            logits_BTv = gather_from_tensor_model_parallel_region(logits_BTv, self.dims.tp_group)
+        return logits_BTv[..., : self.config.vocab_size]
+
+    def score_hidden(self, hidden_NH: torch.Tensor) -> torch.Tensor:
+        """Discriminator head on gathered hidden states, computed in fp32 -> [N]."""
+        head = self.score_head
+        return F.linear(hidden_NH.float(), head.weight.float(), head.bias.float()).squeeze(-1)
+
+    def score(self, input_ids_BT, lengths_B) -> torch.Tensor:
+        if self.head != "score":
+            raise ValueError("score() needs a model built with head='score'")
+        T = input_ids_BT.shape[1]
+        if (lengths_B < 1).any() or (lengths_B > T).any():
+            raise ValueError(f"lengths must be in [1, {T}], got {lengths_B.tolist()}")
+        hidden_BTH = self.hidden(input_ids_BT)
+        last_BH = hidden_BTH[torch.arange(hidden_BTH.shape[0], device=hidden_BTH.device), lengths_B - 1]
+        return self.score_hidden(last_BH)
+
+    def score_packed(self, input_ids_BT, doc_ids_BT, last_idx_N) -> torch.Tensor:
+        """Scores of packed documents: ``last_idx_N`` indexes the flattened [B*T] tokens."""
+        if self.head != "score":
+            raise ValueError("score_packed() needs a model built with head='score'")
+        hidden_BTH = self.hidden(input_ids_BT, doc_ids_BT=doc_ids_BT)
+        return self.score_hidden(hidden_BTH.reshape(-1, hidden_BTH.shape[-1])[last_idx_N])
+
+
+def build_model(cfg: ModelConfig, *, head: str = "lm", parallel=None, dtype=torch.float32,
+                use_te: bool = False, seed: int = 0, init_weights: bool = True) -> GadxModel:
+    """Randomly initialised model for this rank's TP/PP shard.
+
+    ``parallel``: the ``ParallelDims`` from ``init_parallel``; None initialises (or reuses)
+    a single-process TP=PP=1 state. ``seed`` seeds the discriminator head's initialisation
+    (always initialised). ``init_weights=False`` leaves the backbone uninitialised for a
+    checkpoint to fill (``from_pretrained``), skipping megatron's slow CPU init.
+    """
+    from megatron.core.models.gpt import GPTModel
+
+    from gadx.parallel import cpu_adapter, current_parallel, init_parallel
+
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    dims = parallel or current_parallel() or init_parallel(1, 1)
+    cfg.check_parallel(dims.tp)
+    tcfg = transformer_config(cfg, tp=dims.tp, pp=dims.pp, dtype=dtype, init_weights=init_weights)
+    tied = cfg.tie_embeddings and head == "lm"
+    with cpu_adapter.cpu_device_mode():  # tied embeddings under PP call Tensor.cuda()
+        gpt = GPTModel(
+            config=tcfg,
+            transformer_layer_spec=layer_spec(use_te),
+            vocab_size=padded_vocab_size(cfg.vocab_size, dims.tp),
+            max_sequence_length=cfg.max_position_embeddings,
+            pre_process=dims.is_first_stage,
+            post_process=dims.is_last_stage,
+            share_embeddings_and_output_weights=tied,
+            position_embedding_type="rope",
+            rotary_base=cfg.rope_theta,
+        )
+    if head == "score" and dims.is_last_stage:
+        gpt.output_layer = None
+        gen = torch.Generator().manual_seed(seed)
+        score = nn.Linear(cfg.hidden_size, 1, bias=True, dtype=torch.float32)  # fp32 master weights
+        with torch.no_grad():
+            score.weight.copy_(torch.randn(1, cfg.hidden_size, generator=gen) * tcfg.init_method_std)
+            score.bias.zero_()
+        gpt.score_head = score
+    model = GadxModel(gpt.to(dims.device), cfg, head, dims)
+    _zero_vocab_padding(model)
+    return model
+
+
+def _zero_vocab_padding(model: GadxModel) -> None:
+    # Pad rows must stay exactly zero so pad logits are 0 and vocab-parallel kernels can mask them.
+    start, end = model.vocab_range
+    v_local = padded_vocab_size(model.config.vocab_size, model.dims.tp) // model.dims.tp
+    n_real = end - start
+    if n_real == v_local:
+        return
+    gpt = model.gpt
+    weights = []
+    if gpt.pre_process:
+        weights.append(gpt.embedding.word_embeddings.weight)
+    if gpt.post_process and getattr(gpt, "output_layer", None) is not None and gpt.output_layer.weight is not None:
+        weights.append(gpt.output_layer.weight)
+    with torch.no_grad():
+        for w in weights:
+            w[n_real:].zero_()
