@@ -1,0 +1,122 @@
+"""CPU benchmark: the chunked PyTorch GRPO loss (gadx.kernels, backend="torch") vs torch eager.
+
+    python -m pytest benchmarks/bench_kernels.py -q -s -m 'not slow'  # T=4096, H=512, V=32000
+    python -m pytest benchmarks/bench_kernels.py -q -s -m slow      # + T=8192, H=1024, V=65536
+
+Eager = fp32 logits -> log_softmax -> gather -> GRPO loss (+ k3 KL), backward.
+Ours  = grpo_loss(..., backend="torch"), forward + backward.
+Time: median wall time of forward+backward (pytest-benchmark for each provider,
+plus an interleaved perf_counter median in test_ratio so both ratios come from
+the same run). Peak memory: each provider runs once in a fresh spawned process;
+peak extra = ru_maxrss after the call - ru_maxrss after the inputs were built
+(resident-set high-water mark, so it counts every allocator).
+The GPU table lives in tools/gpu_bench_kernels.py.
+"""
+import multiprocessing as mp
+import resource
+import statistics
+import time
+
+import pytest
+import torch
+
+from gadx.kernels import grpo_loss, token_logprobs
+
+SIZES = {"base": (4096, 512, 32000), "large": (8192, 1024, 65536)}
+
+
+def make_inputs(T, H, V, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(T, H, generator=g)
+    w = torch.randn(V, H, generator=g) / H ** 0.5
+    t = torch.randint(0, V, (T,), generator=g)
+    adv = torch.randn(T, generator=g)
+    logp = token_logprobs(h, w, t, backend="torch")  # chunked: building inputs must not raise the RSS peak
+    old = logp + 0.1 * torch.randn(T, generator=g)
+    ref = logp + 0.1 * torch.randn(T, generator=g)
+    mask = torch.rand(T, generator=g) > 0.1
+    return h, w, t, adv, old, ref, mask
+
+
+def eager_logp(h, w, t):
+    return torch.log_softmax(h @ w.T, dim=-1).gather(1, t[:, None])[:, 0]
+
+
+def eager_loss(h, w, t, adv, old, ref, mask, kl_coef=0.001):
+    logp = eager_logp(h, w, t)
+    ratio = torch.exp(logp - old)
+    pg = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.2))
+    pg = torch.where(adv < 0, torch.minimum(pg, -adv * 3.0), pg)
+    d = ref - logp
+    kl = (torch.exp(d) - d - 1).clamp(-10, 10)
+    return ((pg + kl_coef * kl) * mask).sum() / mask.sum()
+
+
+def ours_loss(h, w, t, adv, old, ref, mask, kl_coef=0.001):
+    return grpo_loss(h, w, t, adv, old, ref, mask, kl_coef=kl_coef, backend="torch")[0]
+
+
+PROVIDERS = {"eager": eager_loss, "ours": ours_loss}
+
+
+def step(provider, inputs):
+    h, w, *rest = inputs
+    hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+    loss = PROVIDERS[provider](hh, ww, *rest)
+    loss.backward()
+    return loss.detach(), hh.grad, ww.grad
+
+
+def _peak_child(provider, size, q):
+    torch.set_num_threads(torch.get_num_threads())
+    inputs = make_inputs(*SIZES[size])
+    h, w = inputs[0].clone().requires_grad_(), inputs[1].clone().requires_grad_()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    PROVIDERS[provider](h, w, *inputs[2:]).backward()
+    q.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)  # KiB -> MiB (Linux)
+
+
+def peak_extra_mib(provider, size):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_peak_child, args=(provider, size, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def _params():
+    return [pytest.param("base"), pytest.param("large", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("size", _params())
+@pytest.mark.parametrize("provider", list(PROVIDERS))
+def test_time(benchmark, provider, size):
+    inputs = make_inputs(*SIZES[size])
+    benchmark.extra_info.update(dict(zip("THV", SIZES[size])))
+    benchmark.pedantic(step, args=(provider, inputs), rounds=3, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.timeout(3600)  # 8 full steps + 2 spawned processes; slow on a shared 2-core machine
+@pytest.mark.parametrize("size", _params())
+def test_ratio(size):
+    """Correctness, then time and peak-memory ratios ours/eager measured in this run."""
+    inputs = make_inputs(*SIZES[size])
+    (le, dhe, dwe), (lo, dho, dwo) = step("eager", inputs), step("ours", inputs)
+    torch.testing.assert_close(lo, le, rtol=1e-4, atol=1e-6)
+    for a, b in ((dho, dhe), (dwo, dwe)):
+        assert (a - b).abs().max() <= 1e-3 * b.abs().max()
+    times = {p: [] for p in PROVIDERS}
+    for _ in range(3):
+        for p in PROVIDERS:
+            t0 = time.perf_counter()
+            step(p, inputs)
+            times[p].append(time.perf_counter() - t0)
+    med = {p: statistics.median(v) for p, v in times.items()}
+    mem = {p: peak_extra_mib(p, size) for p in PROVIDERS}
+    T, H, V = SIZES[size]
+    print(f"\n[cpu, {torch.get_num_threads()} threads] T={T} H={H} V={V}: "
+          f"eager {med['eager'] * 1e3:.0f} ms / {mem['eager']:.0f} MiB peak extra RSS; "
+          f"ours {med['ours'] * 1e3:.0f} ms / {mem['ours']:.0f} MiB; "
+          f"time ours/eager = {med['ours'] / med['eager']:.2f}x, memory ours/eager = {mem['ours'] / mem['eager']:.3f}x")
