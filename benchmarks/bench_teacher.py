@@ -1,0 +1,128 @@
+"""Loopback throughput: gadx's TeacherClient vs the official openai SDK's AsyncOpenAI.
+
+    python -m pytest benchmarks/bench_teacher.py -q -s
+
+A zero-latency aiohttp chat server runs in a separate process on 127.0.0.1 and
+answers every request with the same small completion. Each client sends N
+distinct requests with at most C in flight (C = 64, 256); the figure is
+requests/s, best of 2 rounds, the two clients interleaved in one run.
+gadx runs without a cache (network path only), and again with a fresh SQLite
+cache per round (every reply committed with synchronous=FULL before its future
+resolves). The SDK uses DefaultAioHttpClient when the installed openai has it,
+its default max_retries, and an asyncio.Semaphore(C) as its in-flight cap.
+"""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from gadx.teacher import TeacherClient  # noqa: E402
+
+SERVER = r"""
+import json, sys
+from aiohttp import web
+BODY = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode()
+async def chat(request):
+    await request.read()
+    return web.Response(body=BODY, content_type="application/json")
+async def main():
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    print(site._server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+import asyncio
+asyncio.run(main())
+"""
+
+N_OURS, N_SDK = 3000, 1000
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    proc = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline())
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.kill()
+    proc.wait()
+
+
+def msgs(tag: str, i: int) -> list[dict]:
+    return [{"role": "user", "content": f"{tag} request {i}"}]
+
+
+def run_ours(url: str, concurrency: int, n: int, cache_path, tag: str) -> float:
+    with TeacherClient(url, "m", cache_path=cache_path, max_in_flight=concurrency) as t:
+        t.submit(msgs(tag + "warm", 0), max_tokens=8).result()
+        t0 = time.perf_counter()
+        futs = [t.submit(msgs(tag, i), max_tokens=8) for i in range(n)]
+        for f in futs:
+            assert f.result().text == "ok"
+        dt = time.perf_counter() - t0
+        assert t.stats()["sent"] == n + 1
+    return n / dt
+
+
+def run_sdk(url: str, concurrency: int, n: int) -> float:
+    async def go() -> float:
+        kwargs = {}
+        if hasattr(openai, "DefaultAioHttpClient"):
+            kwargs["http_client"] = openai.DefaultAioHttpClient()
+        # max_retries left at its default (2): on a loaded machine a loopback connect can time out
+        client = openai.AsyncOpenAI(base_url=url, api_key="unused", **kwargs)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with sem:
+                r = await client.chat.completions.create(model="m", messages=msgs("sdk", i), max_tokens=8)
+                assert r.choices[0].message.content == "ok"
+
+        await one(-1)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        dt = time.perf_counter() - t0
+        await client.close()
+        return n / dt
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("concurrency", [64, 256])
+def test_requests_per_second(server_url, concurrency, record, tmp_path):
+    ours, cached, sdk = [], [], []
+    for r in range(2):
+        ours.append(run_ours(server_url, concurrency, N_OURS, None, f"nc{r}"))
+        cached.append(run_ours(server_url, concurrency, N_OURS, tmp_path / f"cache{r}.sqlite", f"c{r}"))
+        sdk.append(run_sdk(server_url, concurrency, N_SDK))
+    peer = "openai AsyncOpenAI" + (" (aiohttp)" if hasattr(openai, "DefaultAioHttpClient") else "")
+    ratio = record(group="teacher", name=f"requests/s loopback, {concurrency} in flight, no cache",
+                   ours=max(ours), peer_name=peer, peer=max(sdk), unit="req/s", higher_is_better=True)
+    ratio_c = record(group="teacher", name=f"requests/s loopback, {concurrency} in flight, SQLite cache",
+                     ours=max(cached), peer_name=peer, peer=max(sdk), unit="req/s", higher_is_better=True)
+    print(f"\nC={concurrency}: gadx {max(ours):.0f} req/s (cache {max(cached):.0f}), SDK {max(sdk):.0f} req/s "
+          f"-> {ratio:.2f}x / {ratio_c:.2f}x; rounds ours={[round(x) for x in ours]} "
+          f"cached={[round(x) for x in cached]} sdk={[round(x) for x in sdk]}")
+
+
+def test_cache_hits_per_second(server_url, tmp_path, benchmark):
+    path = tmp_path / "hits.sqlite"
+    with TeacherClient(server_url, "m", cache_path=path, max_in_flight=64) as t:
+        [f.result() for f in [t.submit(msgs("hit", i), max_tokens=8) for i in range(2000)]]
+
+    def hits():
+        with TeacherClient(server_url, "m", cache_path=path, max_in_flight=64) as t:
+            futs = [t.submit(msgs("hit", i), max_tokens=8) for i in range(2000)]
+            assert all(f.result().cached for f in futs) and t.stats()["sent"] == 0
+
+    benchmark.pedantic(hits, rounds=3, iterations=1)

@@ -1,0 +1,193 @@
+"""Persistent reply cache: SQLite in WAL mode, synchronous=FULL, one writer thread.
+
+Every paid reply is committed (with its raw bytes) before the future that waits
+for it resolves, so a crash at any point loses nothing acknowledged, and a
+re-run finds every committed key. Writes are group-committed: the writer drains
+everything queued, runs it in one transaction, then resolves the waiters.
+
+Tables
+  responses  key -> canonical request, status (ok | permanent_fail), text,
+             finish_reason, usage, cost, request id, attempts, raw bytes, time
+  ledger     append-only, one row per possibly-billed attempt: 'send' when it
+             leaves, then its outcome.
+
+    cache = Cache("teacher.sqlite")
+    row = cache.get(key)                     # any thread; None on a miss
+    cache.put(row_dict).result()             # blocks until committed
+    cache.close()
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import queue
+import sqlite3
+import threading
+import time
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    text TEXT,
+    finish_reason TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    cached_tokens INTEGER,
+    usage_estimated INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    http_status INTEGER,
+    error TEXT,
+    request_id TEXT,
+    attempts INTEGER NOT NULL,
+    raw BLOB,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    http_status INTEGER,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    cost_usd REAL,
+    detail TEXT,
+    t REAL NOT NULL
+);
+"""
+
+RESPONSE_COLUMNS = (
+    "key", "request", "status", "text", "finish_reason", "prompt_tokens", "completion_tokens",
+    "cached_tokens", "usage_estimated", "cost_usd", "http_status", "error", "request_id", "attempts",
+    "raw", "created",
+)
+LEDGER_COLUMNS = ("key", "attempt", "event", "http_status", "prompt_tokens", "completion_tokens", "cost_usd", "detail", "t")
+
+_INSERT_RESPONSE = (
+    f"INSERT OR REPLACE INTO responses ({','.join(RESPONSE_COLUMNS)}) "
+    f"VALUES ({','.join('?' * len(RESPONSE_COLUMNS))})"
+)
+_INSERT_LEDGER = f"INSERT INTO ledger ({','.join(LEDGER_COLUMNS)}) VALUES ({','.join('?' * len(LEDGER_COLUMNS))})"
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Cache:
+    def __init__(self, path: str):
+        self.path = str(path)
+        conn = _connect(self.path)
+        conn.executescript(SCHEMA)
+        conn.close()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="gadx-teacher-cache", daemon=True)
+        self._writer.start()
+
+    # -- reads (any thread, one connection per thread; WAL lets them run beside the writer)
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _connect(self.path)
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def get(self, key: str) -> sqlite3.Row | None:
+        return self._reader().execute("SELECT * FROM responses WHERE key = ?", (key,)).fetchone()
+
+    def count(self) -> int:
+        return self._reader().execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    # -- writes (queued to the single writer)
+    def put(self, row: dict[str, Any]) -> concurrent.futures.Future:
+        """Queue a response row; the future resolves once it is committed."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        values = tuple(row.get(c) for c in RESPONSE_COLUMNS[:-1]) + (row.get("created") or time.time(),)
+        self._q.put((_INSERT_RESPONSE, values, fut))
+        return fut
+
+    def ledger(self, key: str, attempt: int, event: str, **fields: Any) -> None:
+        """Append a ledger row; committed with the next group (nobody waits on it)."""
+        fields.update(key=key, attempt=attempt, event=event, t=time.time())
+        self._q.put((_INSERT_LEDGER, tuple(fields.get(c) for c in LEDGER_COLUMNS), None))
+
+    def flush(self) -> None:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._q.put((None, None, fut))
+        fut.result()
+
+    def _write_loop(self) -> None:
+        conn = _connect(self.path)
+        while True:
+            items = [self._q.get()]
+            try:
+                while len(items) < 4096:
+                    items.append(self._q.get_nowait())
+            except queue.Empty:
+                pass
+            stop = any(sql == "STOP" for sql, _, _ in items)
+            try:
+                conn.execute("BEGIN")
+                for sql, values, _ in items:
+                    if sql is not None and sql != "STOP":
+                        conn.execute(sql, values)
+                conn.execute("COMMIT")
+                error = None
+            except sqlite3.Error as e:  # disk full, I/O error: every waiter must hear about it
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                error = e
+            for _, _, fut in items:
+                if fut is not None:
+                    fut.set_exception(error) if error is not None else fut.set_result(None)
+            if stop:
+                conn.close()
+                return
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(("STOP", None, None))
+        self._writer.join()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+
+class NoCache:
+    """Stands in for `Cache` when cache_path=None (benchmarks, throwaway runs): nothing persists."""
+
+    path = None
+
+    def get(self, key: str) -> None:
+        return None
+
+    def count(self) -> int:
+        return 0
+
+    def put(self, row: dict[str, Any]) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.set_result(None)
+        return fut
+
+    def ledger(self, key: str, attempt: int, event: str, **fields: Any) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
