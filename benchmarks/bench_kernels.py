@@ -100,7 +100,7 @@ def test_time(benchmark, provider, size):
 
 @pytest.mark.timeout(3600)  # 8 full steps + 2 spawned processes; slow on a shared 2-core machine
 @pytest.mark.parametrize("size", _params())
-def test_ratio(size):
+def test_ratio(size, record):
     """Correctness, then time and peak-memory ratios ours/eager measured in this run."""
     inputs = make_inputs(*SIZES[size])
     (le, dhe, dwe), (lo, dho, dwo) = step("eager", inputs), step("ours", inputs)
@@ -120,3 +120,8 @@ def test_ratio(size):
           f"eager {med['eager'] * 1e3:.0f} ms / {mem['eager']:.0f} MiB peak extra RSS; "
           f"ours {med['ours'] * 1e3:.0f} ms / {mem['ours']:.0f} MiB; "
           f"time ours/eager = {med['ours'] / med['eager']:.2f}x, memory ours/eager = {mem['ours'] / mem['eager']:.3f}x")
+    shape = f"T={T} H={H} V={V}, fwd+bwd"
+    record(group="fused loss (CPU, torch backend)", name=f"time, {shape}", ours=med["ours"] * 1e3,
+           peer_name="torch eager", peer=med["eager"] * 1e3, unit="ms", higher_is_better=False)
+    record(group="fused loss (CPU, torch backend)", name=f"peak extra RSS, {shape}", ours=mem["ours"],
+           peer_name="torch eager", peer=mem["eager"], unit="MiB", higher_is_better=False)

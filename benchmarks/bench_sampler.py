@@ -34,7 +34,8 @@ def _hf_generate(model, ids, *, do_sample, n):
 
 @pytest.mark.timeout(3600)
 def test_sampler_vs_transformers_generate(benchmark, record):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    transformers = pytest.importorskip("transformers", reason="the peer: pip install -e '.[bench]'")
+    Qwen2Config, Qwen2ForCausalLM = transformers.Qwen2Config, transformers.Qwen2ForCausalLM
 
     torch.manual_seed(0)
     hf = Qwen2ForCausalLM(Qwen2Config(**QWEN2, initializer_range=0.1)).eval()

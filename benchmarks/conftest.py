@@ -69,7 +69,9 @@ def _git_commit() -> str | None:
 
 
 @pytest.fixture
-def record():
+def record(benchmark):
+    # Requesting pytest-benchmark's fixture marks every ratio test as a benchmark, so
+    # `pytest benchmarks/ --benchmark-only` runs it; the ratio itself is timed by the test.
     def _record(*, group: str, name: str, ours: float, peer_name: str, peer: float, unit: str,
                 higher_is_better: bool, extra: dict | None = None) -> float:
         if higher_is_better:
