@@ -9,7 +9,8 @@ import json
 import math
 from pathlib import Path
 
-DEFAULT_KEYS = ("loss/g_ce", "loss/d", "d_acc/heldout", "reward/std", "kl", "len/student", "len/teacher", "time/step")
+DEFAULT_KEYS = ("loss/g_ce", "loss/d", "d_acc/heldout", "reward/std", "kl", "entropy", "len/student", "len/teacher",
+                "eval/world_test_id/task_accuracy", "eval/world_test_id/teacher_logprob_per_token", "time/step")
 
 
 def read(path: Path) -> list[dict]:

@@ -1,8 +1,8 @@
 """`torchrun -m gadx.train` / `gadx train`: SeqKD and GAD training of a student against a black-box teacher.
 
-    torchrun --nproc-per-node 2 -m gadx.train                       # the embedded default (aimed at ~10 min on 2 CPU cores; not yet timed)
+    torchrun --nproc-per-node 2 -m gadx.train                       # the embedded default (see recipes/RESULTS_embedded.md)
     python -m gadx.train --config recipes/tiny.toml --set run.seed=1
-    python -m gadx.train --set run.seeds=3                           # 3 seeds, aggregated table
+    python -m gadx.train --config recipes/seeds3.toml                # 3 seeds, aggregated table
 
 With no config it runs the whole pipeline on the synthetic world: tokenizer,
 teacher served over HTTP, a tiny student, a SeqKD run and a warmup+GAD run with
@@ -12,6 +12,15 @@ and training curves under ``run.out_dir``. See config.py for every setting.
 from __future__ import annotations
 
 import sys
+
+__all__ = ["main", "run_steps"]
+
+
+def run_steps(cfg, n_steps, *, student, discriminator, recorder=None):
+    """See gadx.train.run.run_steps."""
+    from .run import run_steps as _run_steps
+
+    return _run_steps(cfg, n_steps, student=student, discriminator=discriminator, recorder=recorder)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,10 +26,13 @@ EMBEDDED = "embedded"
 class ModelCfg:
     student: str = EMBEDDED  # HF folder, or "embedded": a random-init tiny Qwen2-shaped model
     tokenizer: str = ""  # defaults to the student folder; embedded: trained on the world's text
+    # The embedded tokenizer: sentencepiece on the world's text (unigram refuses vocab > 754 there),
+    # with a chat template of gadx.tokenizer.BUILTIN_TEMPLATES (llama3 adds no default system prompt).
+    vocab_size: int = 700
+    chat_template: str = "llama3"
     # Shape of the embedded student (ignored for a student folder).
-    vocab_size: int = 384
-    hidden_size: int = 64
-    intermediate_size: int = 192
+    hidden_size: int = 96
+    intermediate_size: int = 256
     num_layers: int = 2
     num_heads: int = 4
     num_kv_heads: int = 2
@@ -78,16 +81,20 @@ class SeqKDCfg:
 
 @dataclass(kw_only=True)
 class WarmupCfg:
-    steps: int = 40
+    steps: int = 200
     lr: float = 3e-3
     d_lr: float = 1e-3
-    d_only_steps: int = 5
+    # G-only SFT steps before D starts; a from-scratch student's D is copied from G after them.
+    # -1: 0 for a pretrained student; for a from-scratch one steps - 2 * d_only_steps (G learns
+    # to talk, then d_only_steps of D alone, then as many of both).
+    g_only_steps: int = -1
+    d_only_steps: int = 20  # D alone (the paper: the first 10 steps), then both
 
 
 @dataclass(kw_only=True)
 class GadCfg:
-    steps: int = 40
-    lr: float = 3e-4
+    steps: int = 30
+    lr: float = 2e-4
     d_lr: float = 1e-3
     clip_low: float = 0.2
     clip_high: float = 0.2
@@ -104,9 +111,16 @@ class StagesCfg:
     warmup: WarmupCfg = field(default_factory=WarmupCfg)
     gad: GadCfg = field(default_factory=GadCfg)
     prompts_per_step: int = 8  # global, over all data-parallel ranks
+    # prompts per step of warmup's G-only SFT steps and of the same first steps of SeqKD (cheap steps
+    # that a from-scratch student needs many examples in); 0 = prompts_per_step
+    sft_prompts_per_step: int = 16
     n_samples: int = 4
+    # prompts per rollout call, each call seeded by its first prompt's global index: samples are the
+    # same at every DP size whose per-rank share it divides. 0: one call per rank (fastest; samples
+    # then depend on the DP size)
+    rollout_prompts_per_call: int = 0
     temperature: float = 0.8
-    max_prompt_len: int = 96
+    max_prompt_len: int = 48
     max_response_len: int = 48
     grad_clip: float = 0.2
     weight_decay: float = 0.01
@@ -128,7 +142,9 @@ class RunCfg:
     seeds: int = 1  # >1: run seeds seed..seed+seeds-1 and aggregate the table
     log_every: int = 1
     checkpoint_every: int = 0  # 0 = only at stage ends
-    eval_every: int = 10  # D held-out accuracy cadence (steps)
+    eval_every: int = 20  # cadence (steps) of D's held-out accuracy and gadx.eval.evaluate_small; 0 = never
+    eval_suites: str = ""  # comma-separated gadx.eval suites for evaluate_small (e.g. "vicuna"); the world's test_id when embedded
+    eval_limit: int = 16  # prompts per suite in evaluate_small
     eval_size: int = 64  # prompts per split in the final table
     max_nonfinite: int = 5
     max_steps: int = 0  # stop after this many steps of the whole run (0 = no limit); for tests
@@ -262,6 +278,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("tp", "pp", "micro_batch_tokens"):
         if getattr(p, name) < 1:
             raise ValueError(f"parallel.{name} must be >= 1, got {getattr(p, name)}")
+    if s.sft_prompts_per_step < 0:
+        raise ValueError(f"stages.sft_prompts_per_step must be >= 0, got {s.sft_prompts_per_step}")
     if s.prompts_per_step < 1 or s.n_samples < 1:
         raise ValueError(f"stages.prompts_per_step and stages.n_samples must be >= 1, got {s.prompts_per_step}, {s.n_samples}")
     if s.n_samples < 2 and r.plan != "seqkd":
@@ -273,19 +291,33 @@ def validate(cfg: TrainConfig) -> None:
         )
     if not 0 <= s.warmup.d_only_steps <= s.warmup.steps:
         raise ValueError(f"stages.warmup.d_only_steps={s.warmup.d_only_steps} must be in [0, warmup.steps={s.warmup.steps}]")
+    if s.warmup.g_only_steps > s.warmup.steps - s.warmup.d_only_steps:
+        raise ValueError(f"stages.warmup.g_only_steps={s.warmup.g_only_steps} leaves no room for the "
+                         f"{s.warmup.d_only_steps} D-only steps in warmup.steps={s.warmup.steps}")
+    if s.rollout_prompts_per_call < 0:
+        raise ValueError(f"stages.rollout_prompts_per_call must be >= 0, got {s.rollout_prompts_per_call}")
     if not 0.0 <= s.gad.d_acc_gate < 1.0:
         raise ValueError(f"stages.gad.d_acc_gate must be in [0, 1), got {s.gad.d_acc_gate}")
     if not cfg.teacher.base_url and not cfg.teacher.replies_file:
         raise ValueError("teacher.base_url is empty: give an OpenAI-compatible URL, 'embedded', or teacher.replies_file")
     if cfg.model.student == EMBEDDED and cfg.data.train != EMBEDDED and not cfg.model.tokenizer:
         raise ValueError("model.student='embedded' with a data file needs model.tokenizer (the embedded tokenizer is trained on the synthetic world)")
+    m = cfg.model
+    if m.student == EMBEDDED and (m.num_heads % p.tp or m.num_kv_heads % p.tp):
+        raise ValueError(f"parallel.tp={p.tp} does not divide model.num_heads={m.num_heads} and model.num_kv_heads={m.num_kv_heads}")
     if r.seeds < 1:
         raise ValueError(f"run.seeds must be >= 1, got {r.seeds}")
 
 
 def check_divisible(cfg: TrainConfig, dp: int) -> None:
-    if cfg.stages.prompts_per_step % dp:
-        raise ValueError(f"stages.prompts_per_step={cfg.stages.prompts_per_step} is not divisible by the data-parallel size {dp}")
+    s = cfg.stages
+    if s.sft_prompts_per_step % dp:
+        raise ValueError(f"stages.sft_prompts_per_step={s.sft_prompts_per_step} is not divisible by the data-parallel size {dp}")
+    if s.prompts_per_step % dp:
+        raise ValueError(f"stages.prompts_per_step={s.prompts_per_step} is not divisible by the data-parallel size {dp}")
+    if s.rollout_prompts_per_call and (s.prompts_per_step // dp) % s.rollout_prompts_per_call:
+        raise ValueError(f"stages.rollout_prompts_per_call={s.rollout_prompts_per_call} does not divide the "
+                         f"{s.prompts_per_step // dp} prompts per data-parallel rank")
 
 
 def load_config(argv: list[str]) -> tuple[TrainConfig, list[str]]:

@@ -3,7 +3,7 @@
     g = Player(student, lr=1e-6, weight_decay=0.01, clip_grad=0.2)
     outs = g.run(mbs, forward_step)                     # forward+backward over packed micro-batches
     applied, grad_norm = g.step(loss_sum)                # skipped (False) when loss or grads are non-finite
-    ref = Player(frozen_copy, trainable=False)           # forward-only (reference policy)
+    ref = Player(frozen_copy, trainable=False)           # forward-only (reference policy): no DDP, no grad buffers
 
 ``forward_step(mb, model) -> (output, loss_func)`` is megatron's forward_step_func
 with the micro-batch already taken from the iterator. Loss normalisation:
@@ -29,14 +29,33 @@ def scaled_normalizer(global_count: torch.Tensor, dp: int, num_microbatches: int
     return global_count.clamp(min=1.0) / (dp * num_microbatches)
 
 
+class _Frozen(torch.nn.Module):
+    """A forward-only chunk for megatron's schedule: what it reads off a DDP chunk (``config``,
+    ``set_input_tensor``, ``.module`` down to the GPTModel) without DDP's gradient buffers."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.module = model
+        self.config = model.gpt.config
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def set_input_tensor(self, input_tensor) -> None:
+        self.module.set_input_tensor(input_tensor)
+
+
 class Player:
     def __init__(self, model, *, lr: float = 0.0, weight_decay: float = 0.0, clip_grad: float = 0.0, trainable: bool = True):
         self.model = model
-        self.chunks = wrap_ddp([model])
-        self.opt = build_optimizer(self.chunks, lr=lr, weight_decay=weight_decay, clip_grad=clip_grad) if trainable else None
-        if not trainable:
+        self.opt = None
+        if trainable:
+            self.chunks = wrap_ddp([model])
+            self.opt = build_optimizer(self.chunks, lr=lr, weight_decay=weight_decay, clip_grad=clip_grad)
+        else:
             for p in model.parameters():
                 p.requires_grad_(False)
+            self.chunks = [_Frozen(model)]
 
     def run(self, mbs: list[MicroBatch], forward_step: Callable[[MicroBatch, Any], tuple], *, forward_only: bool = False) -> list[dict]:
         assert mbs, "no micro-batches"
@@ -45,6 +64,8 @@ class Player:
         def fs(data_iterator, chunk):
             return forward_step(next(data_iterator), chunk)
 
+        T = mbs[0].num_tokens
+        assert self.model.dims.pp == 1 or all(mb.num_tokens == T for mb in mbs), "PP needs fixed-shape micro-batches"
         ctx = torch.no_grad() if forward_only else torch.enable_grad()
         with ctx:
             return forward_backward(
@@ -97,3 +118,24 @@ class Player:
                 with torch.no_grad():
                     for p, v in zip((p for g in o.optimizer.param_groups for p in g["params"]), saved["main"]):
                         p.copy_(v)
+
+
+def full_hf_state(model) -> dict[str, torch.Tensor]:
+    """The whole student in HF names for the rollout engine. At PP > 1 each stage holds only its
+    layers: the stages' tensors are gathered over the pipeline group (host copies; the sampler
+    then runs the whole model on every rank). TP shards are gathered by hf_state_dict."""
+    from gadx.models import hf_state_dict
+
+    sd = hf_state_dict(model)
+    dims = model.dims
+    if dims.pp == 1:
+        return sd
+    parts: list = [None] * dims.pp
+    dist.all_gather_object(parts, {k: v.detach().cpu() for k, v in sd.items()}, group=dims.pp_group)
+    full: dict[str, torch.Tensor] = {}
+    for part in parts:  # first stage first: its embedding wins over the last stage's tied copy
+        for k, v in part.items():
+            full.setdefault(k, v)
+    if model.config.tie_embeddings:
+        full.pop("lm_head.weight", None)
+    return full

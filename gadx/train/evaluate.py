@@ -8,22 +8,25 @@ and response lengths; the teacher's own samples give the reference row.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 from gadx.eval.diagnostics import world_metrics
-from gadx.models import hf_state_dict
+
+from .engine import full_hf_state
 
 from .sequences import encode_prompt
 
-COLUMNS = ("task_accuracy", "teacher_logprob_per_token", "phrasing_distance", "len_tokens")
+COLUMNS = ("task_accuracy", "teacher_possible", "teacher_logprob_per_token", "phrasing_distance", "len_tokens")
 
 
 def _score(env, prompts: list[str], texts: list[str], n_tokens: list[int]) -> dict[str, float]:
     m = world_metrics(env.world, prompts, texts, n_tokens)
     return {
         "task_accuracy": m["task_accuracy"],
+        "teacher_possible": 1.0 - m["teacher_impossible_frac"],
         "teacher_logprob_per_token": m["teacher_logprob_per_token"],
         "phrasing_distance": env.world.teacher_phrasing_distance(prompts, texts)["all"],
         "len_tokens": sum(n_tokens) / len(n_tokens),
@@ -31,7 +34,7 @@ def _score(env, prompts: list[str], texts: list[str], n_tokens: list[int]) -> di
 
 
 def evaluate_student(env, model, n: int) -> dict[str, dict[str, float]]:
-    env.engine.load_weights(hf_state_dict(model))
+    env.engine.load_weights(full_hf_state(model))
     out = {}
     for split in ("test_id", "test_ood"):
         prompts = [ex.prompt for ex in env.world.split(split)[:n]]
@@ -56,14 +59,20 @@ def evaluate_teacher(env, n: int) -> dict[str, dict[str, float]]:
 def aggregate(per_seed: list[dict[str, dict[str, dict[str, float]]]]) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:
     """mean and (sample) std over seeds for every row / split / column."""
     rows = per_seed[0].keys()
-    return {r: {s: {c: (statistics.fmean(x[r][s][c] for x in per_seed),
-                        statistics.stdev([x[r][s][c] for x in per_seed]) if len(per_seed) > 1 else 0.0)
-                    for c in COLUMNS} for s in per_seed[0][r]} for r in rows}
+    return {r: {s: {c: _mean_std([x[r][s][c] for x in per_seed]) for c in COLUMNS} for s in per_seed[0][r]} for r in rows}
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    """-inf (a log-likelihood with no teacher-possible reply) propagates instead of crashing stdev."""
+    if not all(math.isfinite(x) for x in xs):
+        return float("-inf"), float("nan")
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
 def format_table(agg) -> str:
-    head = "| model | split | task acc | teacher logp/token | phrasing TV (lower better) | length (tokens) |"
-    lines = [head, "|---|---|---|---|---|---|"]
+    head = ("| model | split | task acc | teacher-possible replies | teacher logp/token (of those) "
+            "| phrasing TV (lower better) | length (tokens) |")
+    lines = [head, "|---|---|---|---|---|---|---|"]
     for row, splits in agg.items():
         for split, cols in splits.items():
             cells = [f"{cols[c][0]:.3f} ± {cols[c][1]:.3f}" if c != "len_tokens" else f"{cols[c][0]:.1f} ± {cols[c][1]:.1f}" for c in COLUMNS]
@@ -74,6 +83,14 @@ def format_table(agg) -> str:
 def write_results(out_dir: Path, per_seed: list, summaries: list) -> str:
     agg = aggregate(per_seed)
     table = format_table(agg)
+    gad = [r for r in summaries if r["run"] == "gad"]
+    if gad:
+        def cell(key):
+            vals = [r[key] for r in gad if r[key] is not None]
+            return " / ".join(f"{v:.3f}" for v in vals) or "n/a"
+        table += ("\n\nD's held-out pairwise accuracy (chance 0.5), per seed: at the start of GAD "
+                  f"{cell('d_acc_heldout_gad_start')}; at the end {cell('d_acc_heldout_end')}; "
+                  f"GAD skipped by the gate: {sum(r['gad_skipped'] for r in gad)} of {len(gad)}")
     (out_dir / "results.json").write_text(json.dumps({"per_seed": per_seed, "runs": summaries}, indent=2))
     (out_dir / "results.md").write_text(table + "\n")
     return table

@@ -26,20 +26,3 @@ def group_advantages(reward_PN: torch.Tensor, eps: float = 1e-6) -> torch.Tensor
     assert reward_PN.dim() == 2 and reward_PN.shape[1] >= 2, "need N >= 2 samples per prompt"
     r = reward_PN.float()
     return (r - r.mean(dim=1, keepdim=True)) / (r.std(dim=1, unbiased=True, keepdim=True) + eps)
-
-
-def chunked_nll_sum(hidden_TH: torch.Tensor, weight_VH: torch.Tensor, targets_T: torch.Tensor, mask_T: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Sum of masked token NLL with grad, never holding more than one chunk's [C, V] logits.
-
-    gadx.kernels' token_logprobs is the no-grad path and grpo_loss the policy loss, so
-    the supervised stages use this: each chunk's logits are recomputed in backward
-    (activation checkpointing). TP=1 only (the full vocab on this rank)."""
-    from torch.utils.checkpoint import checkpoint
-
-    def part(h_CH, t_C, m_C):
-        return (F.cross_entropy((h_CH @ weight_VH.t()).float(), t_C, reduction="none") * m_C).sum()
-
-    total = hidden_TH.new_zeros((), dtype=torch.float32)
-    for s in range(0, hidden_TH.shape[0], chunk):
-        total = total + checkpoint(part, hidden_TH[s : s + chunk], targets_T[s : s + chunk], mask_T[s : s + chunk], use_reentrant=False)
-    return total

@@ -30,6 +30,8 @@ class MicroBatch:
     mask_T: torch.Tensor  # float32, 1 where the target is a response token
     last_idx_N: torch.Tensor  # D's read position per packed sequence
     seq_N: torch.Tensor  # index of each packed sequence in the caller's list
+    seqs: list[int] = field(default_factory=list)  # the same on the host
+    num_groups: int = 0  # with ``groups``: per_seq["group"] holds local ids 0..num_groups-1
     per_token: dict[str, torch.Tensor] = field(default_factory=dict)  # [T], zero off the mask
     per_seq: dict[str, torch.Tensor] = field(default_factory=dict)  # [N]
 
@@ -66,10 +68,14 @@ def pack(
     per_token: dict[str, list[torch.Tensor]] | None = None,
     per_seq: dict[str, torch.Tensor] | None = None,
     groups: list[int] | None = None,
+    pad_to: int = 0,
     device: torch.device | str = "cpu",
 ) -> list[MicroBatch]:
     """Pack sequences into micro-batches; with ``groups`` (a group id per sequence, e.g. a prompt's
-    teacher reply and its N samples) each group lands whole in one micro-batch."""
+    teacher reply and its N samples) each group lands whole in one micro-batch, and
+    ``per_seq["group"]`` numbers the micro-batch's groups 0..num_groups-1. ``pad_to``: pad every
+    row to that many tokens (a document of its own, masked out), the fixed [1, T] shape
+    megatron's pipeline schedule sends between stages."""
     assert len(prompts) == len(responses)
     per_token = per_token or {}
     per_seq = per_seq or {}
@@ -105,7 +111,23 @@ def pack(
                 v = vals[i].float().cpu()
                 assert v.shape == (len(r),), f"per_token[{k!r}][{i}] has shape {tuple(v.shape)}, response has {len(r)}"
                 tok_vals[k].append(torch.cat([torch.zeros(len(p) - 1), v, torch.zeros(1)]))
+        if pad_to:
+            assert len(ids) <= pad_to
+            n_pad = pad_to - len(ids)
+            ids += [0] * n_pad
+            pos += range(n_pad)
+            doc += [len(idx)] * n_pad
+            tgt += [0] * n_pad
+            msk += [0.0] * n_pad
+            for k in tok_vals:
+                tok_vals[k].append(torch.zeros(n_pad))
         seq_N = torch.tensor(idx, dtype=torch.long)
+        seq_ps = dict(per_seq)
+        n_groups = 0
+        if groups is not None:
+            local = {g: j for j, g in enumerate(dict.fromkeys(groups[i] for i in idx))}
+            seq_ps["group"] = torch.tensor([local[groups[i]] for i in idx])
+            n_groups = len(local)
         out.append(
             MicroBatch(
                 input_ids_1T=torch.tensor([ids], dtype=torch.long, device=device),
@@ -115,8 +137,10 @@ def pack(
                 mask_T=torch.tensor(msk, dtype=torch.float32, device=device),
                 last_idx_N=torch.tensor(last, dtype=torch.long, device=device),
                 seq_N=seq_N.to(device),
+                seqs=list(idx),
+                num_groups=n_groups,
                 per_token={k: torch.cat(v).to(device) for k, v in tok_vals.items()},
-                per_seq={k: v[seq_N].to(device) for k, v in per_seq.items()},
+                per_seq={k: (v if k == "group" and groups is not None else v[seq_N]).to(device) for k, v in seq_ps.items()},
             )
         )
     return out
@@ -127,7 +151,7 @@ def unpack_tokens(mbs: list[MicroBatch], values_T: list[torch.Tensor], num_seqs:
     out: list[torch.Tensor | None] = [None] * num_seqs
     for mb, v in zip(mbs, values_T):
         doc = mb.doc_ids_1T[0]
-        for d, i in enumerate(mb.seq_N.tolist()):
+        for d, i in enumerate(mb.seqs):
             sel = (doc == d) & (mb.mask_T > 0)
             out[i] = v[sel]
     assert all(o is not None for o in out)

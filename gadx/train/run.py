@@ -47,8 +47,9 @@ def run(cfg: TrainConfig) -> int:
                 r = Run(scfg, env, name=name, out_dir=Path(scfg.run.out_dir) / name)
                 summary = r.train()
                 summaries.append({"seed": seed, "run": name, **summary})
+                save_pretrained(r.G.model, Path(scfg.run.out_dir) / name / "student_hf")  # collective
                 if rank0:
-                    save_pretrained(r.G.model, Path(scfg.run.out_dir) / name / "student_hf")
+                    env.tok.save(Path(scfg.run.out_dir) / name / "student_hf")
                 if env.world is not None:
                     rows["GAD" if name == "gad" else "SeqKD"] = ev.evaluate_student(env, r.G.model, cfg.run.eval_size)
             if env.world is not None:
@@ -66,6 +67,31 @@ def run(cfg: TrainConfig) -> int:
             env.close()
         if torch.distributed.is_initialized():
             destroy_parallel()
+
+
+def run_steps(cfg: TrainConfig, n_steps: int, *, student: str | Path, discriminator: str | Path,
+              recorder: list[str] | None = None) -> list[dict]:
+    """``n_steps`` GAD steps from HF folders at ``cfg.parallel``'s layout; the logged metrics of each step.
+
+    Every rank calls it (torchrun or one process). ``student``: an HF folder with the
+    student and its tokenizer (also the frozen reference); ``discriminator``: an HF folder
+    saved from a head="score" model. Data and teacher come from ``cfg`` (the embedded
+    world by default). No warmup, no gate: step 0 is the first GAD step. Outputs go
+    to ``cfg.run.out_dir``; the parallel state stays up for the caller to tear down.
+    """
+    from .setup import Env
+    from .trainer import Run
+
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, student=str(student)),
+                              run=dataclasses.replace(cfg.run, log_every=1, checkpoint_every=0))
+    env = Env(cfg)
+    try:
+        r = Run(cfg, env, name="gad", out_dir=Path(cfg.run.out_dir) / "gad", recorder=recorder,
+                gad_only=n_steps, discriminator=discriminator)
+        r.train()
+        return r.history
+    finally:
+        env.close()
 
 
 def _plot(out: Path) -> None:

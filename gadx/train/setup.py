@@ -100,7 +100,7 @@ class Env:
             return load_tokenizer(path)
         folder = self.out / "tokenizer"
         if self.dims.rank == 0 and not (folder / "tokenizer_config.json").exists():
-            train_sentencepiece(self.world.corpus(), folder, cfg.model.vocab_size)
+            train_sentencepiece(self.world.corpus(), folder, cfg.model.vocab_size, chat_template=cfg.model.chat_template)
         if dist.is_initialized():
             dist.barrier()
         return load_tokenizer(folder)

@@ -4,8 +4,10 @@
     summary = run.train()                             # resumes if out_dir has a checkpoint
 
 Stages (and the step counter ``step`` shared by all of them):
-    seqkd : ``cfg.seqkd_steps`` CE steps on teacher replies
-    warmup: ``stages.warmup.steps``; D alone for the first ``d_only_steps``
+    seqkd : ``cfg.seqkd_steps`` CE steps on teacher replies (the first g_only of them with
+            ``stages.sft_prompts_per_step`` prompts, like the GAD run's G-only warmup steps)
+    warmup: ``stages.warmup.steps``: ``g_only_steps`` of G-only SFT (a from-scratch student's D is
+            then copied from G), ``d_only_steps`` of D alone, then both
     gate  : D-only steps until D's held-out pairwise accuracy >= ``gad.d_acc_gate``
             (at most ``gad.d_gate_steps``); failing that, GAD is skipped with a loud
             message, since a chance-level D makes GAD a random walk (toy-findings.md)
@@ -23,16 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from gadx.models import build_model, hf_state_dict
+from gadx.models import build_model
 
 from . import checkpoint as ck
 from .config import TrainConfig
 from .data import Cursor
-from .engine import Player
+from .engine import Player, full_hf_state
 from .losses import pairwise_acc
 from .metrics import MetricsLogger, Progress
-from .packing import pack
-from .step import Batch, StepContext, _per_seq, _score_step, gad_step, seqkd_step, warmup_step
+from .reduce import seq_values
+from .step import Batch, StepContext, _score_step, gad_step, seqkd_step, warmup_step
 
 
 def warn(msg: str) -> None:
@@ -46,7 +48,10 @@ class Plan:
 
 
 class Run:
-    def __init__(self, cfg: TrainConfig, env, *, name: str, out_dir: str | Path, recorder: list[str] | None = None):
+    def __init__(self, cfg: TrainConfig, env, *, name: str, out_dir: str | Path, recorder: list[str] | None = None,
+                 gad_only: int = 0, discriminator: str | Path | None = None):
+        """gad_only=N: skip warmup and gate, run N GAD steps (reference = the starting student);
+        discriminator: an HF folder (head="score") D starts from instead of the student."""
         assert name in ("seqkd", "gad")
         self.cfg, self.env, self.name, self.out = cfg, env, name, Path(out_dir)
         self.dims = env.dims
@@ -54,11 +59,16 @@ class Run:
         s = cfg.stages
         self.plan = [Plan("seqkd", cfg.seqkd_steps)] if name == "seqkd" else [
             Plan("warmup", s.warmup.steps), Plan("gate", s.gad.d_gate_steps), Plan("gad", s.gad.steps)]
+        if gad_only:
+            self.plan = [Plan("gad", gad_only)]
+        self.disc_path = discriminator
+        self.history: list[dict[str, Any]] = []  # every logged row
         self.recorder = recorder
         self.nonfinite_run = 0
         self.nonfinite_total = 0
         self.gad_skipped = False
         self.last_heldout_acc: float | None = None
+        self.d_acc_gad_start: float | None = None  # D's held-out accuracy when the policy updates began
 
     # ---- building -------------------------------------------------------------------------
 
@@ -72,19 +82,23 @@ class Run:
         self.G = Player(student, lr=lr, weight_decay=s.weight_decay, clip_grad=s.grad_clip)
         self.D = self.ref = None
         if self.name == "gad":
-            disc = build_model(env.model_cfg, head="score", parallel=self.dims, seed=cfg.run.seed + 1)
-            if not env.from_scratch:  # pretrained student: D starts from its initial weights
-                copy_trunk(student, disc)
+            if self.disc_path is not None:
+                from gadx.models import from_pretrained
+
+                disc = from_pretrained(self.disc_path, head="score", parallel=self.dims)
+            else:
+                disc = build_model(env.model_cfg, head="score", parallel=self.dims, seed=cfg.run.seed + 1)
+                if not env.from_scratch:  # pretrained student: D starts from its initial weights
+                    copy_trunk(student, disc)
             self.D = Player(disc, lr=s.warmup.d_lr, weight_decay=s.weight_decay, clip_grad=s.grad_clip)
 
     def _ctx(self) -> StepContext:
         env = self.env
         return StepContext(
             student=self.G, disc=self.D, ref=self.ref, engine=env.engine,
-            sync_weights=lambda: env.engine.load_weights(hf_state_dict(self.G.model)),
+            sync_weights=lambda: env.engine.load_weights(full_hf_state(self.G.model)),
             eos_ids=env.eos_ids, stages=self.cfg.stages, budget=self.cfg.parallel.micro_batch_tokens,
-            dp=self.dims.dp, dp_group=self.dims.dp_group,
-            sample_seed=(self.cfg.run.seed * 1_000_003 + self.dims.dp_rank * 7919) % (2**31), recorder=self.recorder,
+            dims=self.dims, sample_seed=(self.cfg.run.seed * 1_000_003) % (2**31), recorder=self.recorder,
         )
 
     def _start_gad(self) -> None:
@@ -139,16 +153,29 @@ class Run:
 
     # ---- data -----------------------------------------------------------------------------
 
-    def _batches(self, cursor_state: dict):
+    def _prompts_at(self, step: int) -> int:
+        """Global prompts of a step: the first g_only steps (G-only SFT; in the SeqKD run the same
+        steps) may use a larger batch, stages.sft_prompts_per_step."""
+        s = self.cfg.stages
+        return s.sft_prompts_per_step if s.sft_prompts_per_step and step < self._g_only_steps() else s.prompts_per_step
+
+    def _share(self, P: int) -> slice:
+        """This DP rank's contiguous share of a step's P prompts."""
+        k = P // self.dims.dp
+        return slice(self.dims.dp_rank * k, (self.dims.dp_rank + 1) * k)
+
+    def _batches(self, cursor_state: dict, step: int):
         """This rank's teacher requests for every upcoming step, in order (fed to the Prefetcher)."""
         cur = Cursor.from_state(cursor_state)
-        P, dp, r = self.cfg.stages.prompts_per_step, self.dims.dp, self.dims.dp_rank
         while True:
-            yield [self.env.request(i) for i in cur.next(P)[r::dp]]
+            P = self._prompts_at(step)
+            yield [self.env.request(i) for i in cur.next(P)[self._share(P)]]
+            step += 1
 
-    def _next_batch(self) -> Batch:
-        P, dp, r = self.cfg.stages.prompts_per_step, self.dims.dp, self.dims.dp_rank
-        idx = self.cursor.next(P)[r::dp]
+    def _next_batch(self, step: int) -> Batch:
+        P = self._prompts_at(step)
+        share = self._share(P)
+        idx = self.cursor.next(P)[share]
         t0 = time.perf_counter()
         replies = self.prefetch.get()
         wait = time.perf_counter() - t0
@@ -161,7 +188,7 @@ class Run:
             prompts.append(p)
             teacher.append(t)
             finished.append(t[-1] in self.env.eos_ids)
-        return Batch(prompts, teacher, finished, global_prompts=P, teacher_wait_s=wait)
+        return Batch(prompts, teacher, finished, global_prompts=P, first=share.start, teacher_wait_s=wait)
 
     # ---- D health -------------------------------------------------------------------------
 
@@ -175,8 +202,9 @@ class Run:
                                    temperature=self.cfg.stages.temperature, eos_ids=env.eos_ids, seed=10_000_019 + step)
         seqs_p = [q for p in prompts for q in (p, p)]
         seqs_r = [x for t, s in zip(teacher, roll.responses) for x in (t, s)]
-        mbs = pack(seqs_p, seqs_r, self.cfg.parallel.micro_batch_tokens)
-        sc = _per_seq(mbs, self.D.run(mbs, _score_step(self.D.model), forward_only=True), "scores", len(seqs_r)).view(-1, 2)
+        mbs = ctx.pack(seqs_p, seqs_r)
+        sc = seq_values(self.dims, mbs, self.D.run(mbs, _score_step(self.D.model), forward_only=True), "scores", len(seqs_r))
+        sc = sc.view(-1, 2)
         return float(pairwise_acc(sc[:, 0], sc[:, 1:]))
 
     # ---- the loop -------------------------------------------------------------------------
@@ -188,11 +216,14 @@ class Run:
         stage_i, stage_step, step = self._resume()
         self.log = MetricsLogger(self.out, enabled=self.rank0, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb,
                                  config=cfg.to_dict())
-        self.prefetch = env.prefetcher(self._batches(self.cursor.state))
+        self.prefetch = env.prefetcher(self._batches(self.cursor.state, step))
         ctx = self._ctx()
         total = sum(p.steps for p in self.plan)
         bar = Progress(total, f"{self.name}", enabled=self.rank0 and cfg.run.progress)
         bar.n = step
+        if self.plan[stage_i].stage == "gad" and self.ref is None:  # gad_only
+            self._start_gad()
+            ctx = self._ctx()
         try:
             while stage_i < len(self.plan):
                 plan = self.plan[stage_i]
@@ -232,35 +263,50 @@ class Run:
             self.prefetch.close() if hasattr(self.prefetch, "close") else None
             self.log.close()
         return {"steps": step, "gad_skipped": self.gad_skipped, "nonfinite_total": self.nonfinite_total,
-                "d_acc_heldout": self.last_heldout_acc}
+                "d_acc_heldout_gad_start": self.d_acc_gad_start, "d_acc_heldout_end": self.last_heldout_acc}
+
+    def _g_only_steps(self) -> int:
+        """G-only SFT steps at the start of warmup (and the matching first steps of SeqKD)."""
+        w = self.cfg.stages.warmup
+        if w.g_only_steps >= 0:
+            return w.g_only_steps
+        return max(w.steps - 2 * w.d_only_steps, 0) if self.env.from_scratch else 0
+
+    def _warmup(self, ctx: StepContext, batch: Batch, stage_step: int, step: int) -> dict[str, Any]:
+        """G-only SFT, then D alone, then both. A from-scratch student's D is copied from G when D starts."""
+        g_only, d_only = self._g_only_steps(), self.cfg.stages.warmup.d_only_steps
+        if stage_step < g_only:
+            return warmup_step(ctx, batch, step, d_only=False, g_only=True)
+        if stage_step == g_only and self.env.from_scratch:
+            copy_trunk(self.G.model, self.D.model)
+        return warmup_step(ctx, batch, step, d_only=stage_step < g_only + d_only)
 
     def _one_step(self, ctx: StepContext, stage: str, stage_step: int, step: int) -> dict[str, Any]:
         cfg = self.cfg
         ctx.times.clear()
         t0 = time.perf_counter()
-        batch = self._next_batch()
+        batch = self._next_batch(step)
         if stage == "seqkd":
             m = seqkd_step(ctx, batch, step)
-        elif stage == "warmup" and self.env.from_scratch:
-            # G SFT first, then D is copied from the trained student and trained alone
-            w = cfg.stages.warmup
-            if stage_step == w.steps - w.d_only_steps:
-                copy_trunk(self.G.model, self.D.model)
-            m = warmup_step(ctx, batch, step, d_only=stage_step >= w.steps - w.d_only_steps,
-                            g_only=stage_step < w.steps - w.d_only_steps)
         elif stage == "warmup":
-            m = warmup_step(ctx, batch, step, d_only=stage_step < cfg.stages.warmup.d_only_steps)
+            m = self._warmup(ctx, batch, stage_step, step)
         elif stage == "gate":
             m = warmup_step(ctx, batch, step, d_only=True)
         else:
+            if self.d_acc_gad_start is None:
+                self.d_acc_gad_start = self.last_heldout_acc
             m = gad_step(ctx, batch, step, update_d=not cfg.stages.gad.freeze_discriminator)
         dt = time.perf_counter() - t0
-        if self.D is not None and (stage == "gate" or step % cfg.run.eval_every == 0):
+        if step % cfg.run.log_every == 0 or self._health_due(stage, stage_step, step):
+            m = {k: _plain(v) for k, v in m.items()}  # the step's one batch of host syncs
+        if self._health_due(stage, stage_step, step):
             acc = self.heldout_acc(ctx, step)
             self.last_heldout_acc = acc
             m["d_acc/heldout"] = acc
             if stage == "gad" and acc < 0.55:
                 warn(f"step {step}: D's held-out pairwise accuracy fell to {acc:.3f} (chance is 0.5); GAD updates now add noise")
+        if cfg.run.eval_every and step % cfg.run.eval_every == 0 and stage != "gate":
+            m.update(self.small_eval(ctx))
         skipped = bool(m.get("skipped/g")) or bool(m.get("skipped/d"))
         self.nonfinite_run = self.nonfinite_run + 1 if skipped else 0
         self.nonfinite_total += int(skipped)
@@ -268,17 +314,42 @@ class Run:
             raise RuntimeError(f"{self.nonfinite_run} consecutive steps with non-finite loss or gradients "
                                f"(run.max_nonfinite={cfg.run.max_nonfinite}); stopping at step {step}. "
                                "Lower the learning rate or check the data.")
+        if step % cfg.run.log_every:
+            return m
         ls, lt = m.get("len/student"), m.get("len/teacher")
         if stage == "gad" and ls and lt and ls > cfg.stages.length_drift * lt:
             warn(f"step {step}: student responses ({ls:.1f} tokens) exceed {cfg.stages.length_drift}x the teacher's ({lt:.1f})")
-        tokens = sum(len(p) + len(t) for p, t in zip(batch.prompts, batch.teacher))
         m.update({"stage": stage, "time/step": dt, "time/teacher_wait": batch.teacher_wait_s,
                   **{f"time/{k}": v for k, v in ctx.times.items()},
-                  "tokens_per_s": tokens * (1 + (cfg.stages.n_samples if stage != "seqkd" else 0)) / dt,
-                  "teacher/cost_usd": self.env.teacher_cost(), "nonfinite_total": self.nonfinite_total})
-        if step % cfg.run.log_every == 0:
-            self.log.log(step, m)
+                  "tokens_per_s": m.pop("tokens") / dt, "teacher/cost_usd": self.env.teacher_cost(),
+                  "nonfinite_total": self.nonfinite_total})
+        if "tokens_generated" in m:
+            m["rollout_tokens_per_s"] = m.pop("tokens_generated") / max(ctx.times.get("rollout", dt), 1e-9)
+        self.history.append(self.log.log(step, m))
         return m
+
+    def _health_due(self, stage: str, stage_step: int, step: int) -> bool:
+        """D's held-out accuracy: every gate step, and every run.eval_every steps once D exists."""
+        if self.D is None or (stage == "warmup" and stage_step < self._g_only_steps()):
+            return False
+        return stage == "gate" or (self.cfg.run.eval_every > 0 and step % self.cfg.run.eval_every == 0)
+
+    def small_eval(self, ctx: StepContext) -> dict[str, float]:
+        """gadx.eval.evaluate_small on the current student (greedy; rank 0 decodes, no RNG used)."""
+        from gadx.eval import evaluate_small
+
+        cfg = self.cfg
+        suites = [x for x in cfg.run.eval_suites.split(",") if x]
+        ctx.sync_weights()
+        if not self.rank0 or (not suites and self.env.world is None):
+            return {}
+        return evaluate_small(self.env.engine, self.env.tok, eos_ids=self.env.eos_ids, suites=suites,
+                              limit=cfg.run.eval_limit, max_new_tokens=cfg.stages.max_response_len,
+                              world=self.env.world, seed=cfg.run.seed)
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
 
 
 def copy_trunk(student, disc) -> None:

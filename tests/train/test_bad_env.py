@@ -3,7 +3,7 @@ import pytest
 from gadx.train.config import load_config
 
 
-def test_unreachable_teacher_is_one_line_error(tmp_path, char_tok, tiny_args):
+def test_unreachable_teacher_is_one_line_error(tmp_path, tiny_args):
     from gadx.train.setup import Env
 
     cfg, _ = load_config(tiny_args(tmp_path, "teacher.base_url=http://127.0.0.1:9/v1"))

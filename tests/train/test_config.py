@@ -50,3 +50,22 @@ def test_unknown_key_in_file(tmp_path):
     f.write_text("[run]\nseeed = 1\n")
     with pytest.raises(ValueError, match="unknown config key 'run.seeed'"):
         load_config(["--config", str(f)])
+
+
+def test_tp_not_dividing_heads_is_one_line_error():
+    with pytest.raises(ValueError, match=r"parallel.tp=3 does not divide model.num_heads=4") as e:
+        load_config(["--set", "parallel.tp=3"])
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("sets, dp, match", [
+    (["stages.prompts_per_step=6"], 4, "prompts_per_step=6 is not divisible by the data-parallel size 4"),
+    (["stages.prompts_per_step=8", "stages.rollout_prompts_per_call=3"], 2, "rollout_prompts_per_call=3 does not divide"),
+])
+def test_batch_not_divisible_is_one_line_error(sets, dp, match):
+    from gadx.train.config import check_divisible
+
+    cfg, _ = load_config([a for s in sets for a in ("--set", s)])
+    with pytest.raises(ValueError, match=match) as e:
+        check_divisible(cfg, dp)
+    assert "\n" not in str(e.value)

@@ -87,3 +87,21 @@ def test_groups_stay_whole():
         gs = {groups[i] for i in mb.seq_N.tolist()}
         assert all(sum(groups[i] == g for i in mb.seq_N.tolist()) == 3 for g in gs)
     assert sorted(i for mb in mbs for i in mb.seq_N.tolist()) == list(range(12))
+
+
+def test_pad_to_gives_fixed_shapes_that_change_nothing_else():
+    from gadx.train.packing import pack, unpack_tokens
+
+    prompts, resps = [[1, 2], [3], [4, 5, 6]], [[7, 8], [9, 10, 11], [12]]
+    logp = [torch.tensor([0.5, 0.25]), torch.tensor([1.0, 2.0, 3.0]), torch.tensor([4.0])]
+    plain = pack(prompts, resps, 8, per_token={"x": logp}, groups=[0, 1, 1])
+    padded = pack(prompts, resps, 8, per_token={"x": logp}, groups=[0, 1, 1], pad_to=8)
+    assert [mb.num_tokens for mb in padded] == [8] * len(plain)
+    for a, b in zip(plain, padded):
+        n = a.num_tokens
+        assert torch.equal(a.input_ids_1T, b.input_ids_1T[:, :n]) and torch.equal(a.mask_T, b.mask_T[:n])
+        assert b.mask_T[n:].sum() == 0 and (b.doc_ids_1T[0, n:] == b.doc_ids_1T[0, :n].max() + 1).all()
+        assert torch.equal(a.last_idx_N, b.last_idx_N) and a.num_groups == b.num_groups
+        assert set(b.per_seq["group"].tolist()) == set(range(b.num_groups))
+    got = unpack_tokens(padded, [mb.per_token["x"] for mb in padded], 3)
+    assert all(torch.equal(g, w) for g, w in zip(got, logp))

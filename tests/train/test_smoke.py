@@ -1,9 +1,12 @@
 import json
 
+import pytest
+
 from gadx.train.config import load_config
 
 
-def test_tiny_compare_run_end_to_end(tmp_path, char_tok, tiny_args):
+@pytest.mark.slow  # before / SeqKD / GAD runs and their evals: ~90 s here under load
+def test_tiny_compare_run_end_to_end(tmp_path, tiny_args):
     from gadx.train.run import run
 
     cfg, _ = load_config(tiny_args(tmp_path))

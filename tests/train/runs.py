@@ -1,0 +1,25 @@
+"""Helpers for the tiny trainer runs of these tests (imported by the test files)."""
+import json
+from pathlib import Path
+
+from gadx.train.config import load_config
+
+VOLATILE = ("time", "tokens_per_s", "rollout_tokens_per_s", "teacher/cost_usd")
+
+
+def rows(path):
+    """metrics.jsonl rows without wall-clock-dependent values."""
+    out = [json.loads(l) for l in Path(path).read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not (k in VOLATILE or k.startswith("time/"))} for r in out]
+
+
+def train(tmp_path, tiny_args, *extra, plan="gad", recorder=None):
+    from gadx.train.setup import Env
+    from gadx.train.trainer import Run
+
+    cfg, _ = load_config(tiny_args(tmp_path, f"run.plan={plan}", *extra))
+    env = Env(cfg)
+    try:
+        return Run(cfg, env, name=plan, out_dir=tmp_path / plan, recorder=recorder).train()
+    finally:
+        env.close()

@@ -1,0 +1,27 @@
+"""Stage transitions, the order of operations inside a GAD step, and the D-health gate."""
+from runs import rows, train
+
+
+def test_gad_step_order_and_stage_transitions(tmp_path, tiny_args):
+    rec = []
+    train(tmp_path, tiny_args, recorder=rec)
+    r = rows(tmp_path / "gad" / "metrics.jsonl")
+    assert [x["stage"] for x in r] == ["warmup"] * 3 + ["gad"] * 2
+    # warmup: 1 G-only SFT step, 1 D-only step (D copied from G), 1 step of both
+    assert rec[:5] == ["g_sft_update", "sample", "d_update", "sample", "d_update"]
+    assert rec[5] == "g_sft_update"
+    gad_ops = ["sample", "old_logprobs", "ref_logprobs", "d_score", "advantages", "d_update", "g_update"]
+    tail = [op for op in rec if op in gad_ops][-2 * len(gad_ops):]
+    assert tail == gad_ops * 2
+    assert all("entropy" in x and "kl" in x for x in r[3:])
+    assert "eval/world_test_id/task_accuracy" in r[0]  # gadx.eval.evaluate_small every run.eval_every steps
+
+
+def test_gate_skips_gad_when_discriminator_stays_at_chance(tmp_path, tiny_args, capsys, monkeypatch):
+    from gadx.train.trainer import Run
+
+    monkeypatch.setattr(Run, "heldout_acc", lambda self, ctx, step: 0.5)  # a D stuck at chance
+    s = train(tmp_path, tiny_args, "stages.gad.d_acc_gate=0.65", "stages.gad.d_gate_steps=1")
+    assert s["gad_skipped"]
+    assert [x["stage"] for x in rows(tmp_path / "gad" / "metrics.jsonl")] == ["warmup"] * 3 + ["gate"]
+    assert "skipping the GAD stage" in capsys.readouterr().err
