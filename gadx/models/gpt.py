@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gadx.models.config import ModelConfig
+from gadx.models.fp8 import FP8Config, check_fp8_shapes, resolve_fp8, transformer_config_kwargs
 from gadx.models.spec import layer_spec
 
 HEADS = ("lm", "score")
@@ -75,7 +76,8 @@ def packed_mask(doc_ids_BT: torch.Tensor) -> torch.Tensor:
     return ~(same_BTT & causal_TT)[:, None]
 
 
-def transformer_config(cfg: ModelConfig, *, tp: int, pp: int, dtype: torch.dtype, init_weights: bool = True):
+def transformer_config(cfg: ModelConfig, *, tp: int, pp: int, dtype: torch.dtype, init_weights: bool = True,
+                       fp8: FP8Config | None = None):
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     if cfg.num_layers % pp:
@@ -108,6 +110,15 @@ def transformer_config(cfg: ModelConfig, *, tp: int, pp: int, dtype: torch.dtype
         masked_softmax_fusion=False,
         persist_layer_norm=False,
         apply_rope_fusion=False,
+        # Pipeline p2p as separate isend/irecv pairs, not one batch_isend_irecv: megatron's
+        # batched path gives wrong activations from the second micro-batch on under interleaved
+        # PP (megatron-core issues 750 / 1450). gadx runs one model chunk per stage (no virtual
+        # stages), where the batched path is not known to be wrong; the unbatched one is used
+        # anyway so that adding virtual stages later cannot silently hit the bug. (With virtual
+        # stages, also set overlap_p2p_comm=True: the interleaved schedule overlaps p2p then.)
+        batch_p2p_comm=False,
+        overlap_p2p_comm=False,
+        **transformer_config_kwargs(fp8),
         # Not perform_initialization=False: on the CPU-init path megatron then also skips
         # tagging params as tensor-parallel, and clip_grads counts TP shards as duplicates.
         **({} if init_weights else dict(init_method=_skip_init, output_layer_init_method=_skip_init,
@@ -145,6 +156,27 @@ class GadxModel(nn.Module):
         # to find pre_process, shared_embedding_or_output_weight, ...
         return self.gpt
 
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: dict | None = None) -> dict:
+        """megatron's sharded state dict of ``.gpt`` (for ``megatron.core.dist_checkpointing``).
+
+        Checkpoint keys are ``prefix`` + megatron's names (layout-independent global
+        tensors); the dict keys are this module's ``state_dict`` keys (``gpt.`` + megatron's
+        names), so ``self.load_state_dict(dist_checkpointing.load(sd, dir))`` works, also
+        through megatron DDP (which forwards here)."""
+        if self.head == "score":
+            # The discriminator has no output layer (LanguageModule's version assumes one on the
+            # last stage) and no tying: take the plain per-submodule version. The score head is
+            # a torch Linear, saved replicated.
+            from megatron.core.transformer.module import MegatronModule
+            from megatron.core.transformer.utils import ensure_metadata_has_dp_cp_group
+
+            sd = MegatronModule.sharded_state_dict(self.gpt, prefix, sharded_offsets,
+                                                   ensure_metadata_has_dp_cp_group(metadata))
+        else:
+            sd = self.gpt.sharded_state_dict(prefix=prefix, sharded_offsets=sharded_offsets, metadata=metadata)
+        assert all(k.startswith(prefix) for k in sd), "megatron keys without the prefix"
+        return {f"gpt.{k[len(prefix):]}": v for k, v in sd.items()}
+
     @property
     def vocab_size(self) -> int:
         return self.config.vocab_size
@@ -168,9 +200,10 @@ class GadxModel(nn.Module):
         return self.gpt.output_layer.weight
 
     def head_input(self, hidden_BTH: torch.Tensor) -> torch.Tensor:
-        """Hidden states to multiply with ``head_weight``: under TP each rank's vocab shard gives
-        only part of d(loss)/d(hidden), so this is megatron's copy-to-TP-region (identity
-        forward, all-reduce of the gradient backward). Vocab-parallel kernels must use it too."""
+        """Hidden states to multiply with ``head_weight`` in plain torch code: under TP each rank's
+        vocab shard gives only part of d(loss)/d(hidden), so this is megatron's copy-to-TP-region
+        (identity forward, all-reduce of the gradient backward). gadx.kernels' vocab_parallel_*
+        functions all-reduce d(hidden) themselves: give them the raw hidden states, not this."""
         if self.dims.tp == 1:
             return hidden_BTH
         from megatron.core.tensor_parallel import copy_to_tensor_model_parallel_region
@@ -243,8 +276,12 @@ class GadxModel(nn.Module):
 
 
 def build_model(cfg: ModelConfig, *, head: str = "lm", parallel=None, dtype=torch.float32,
-                use_te: bool = False, seed: int = 0, init_weights: bool = True) -> GadxModel:
+                use_te: bool = False, fp8=None, seed: int = 0, init_weights: bool = True) -> GadxModel:
     """Randomly initialised model for this rank's TP/PP shard.
+
+    ``use_te``: Transformer Engine layer spec (GPU). ``fp8``: None, a recipe name
+    ("tensorwise", "delayed", "mxfp8", "blockwise") or a ``gadx.models.fp8.FP8Config``;
+    needs ``use_te=True`` and transformer_engine (ValueError before anything is built).
 
     ``parallel``: the ``ParallelDims`` from ``init_parallel``; None initialises (or reuses)
     a single-process TP=PP=1 state. ``seed`` seeds the discriminator head's initialisation
@@ -257,9 +294,14 @@ def build_model(cfg: ModelConfig, *, head: str = "lm", parallel=None, dtype=torc
 
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    fp8_cfg = resolve_fp8(fp8, use_te=use_te)
+    if use_te:
+        layer_spec(use_te)  # ValueError now, before the parallel state is touched, when TE is absent
     dims = parallel or current_parallel() or init_parallel(1, 1)
     cfg.check_parallel(dims.tp)
-    tcfg = transformer_config(cfg, tp=dims.tp, pp=dims.pp, dtype=dtype, init_weights=init_weights)
+    if fp8_cfg is not None:
+        check_fp8_shapes(cfg, dims.tp)
+    tcfg = transformer_config(cfg, tp=dims.tp, pp=dims.pp, dtype=dtype, init_weights=init_weights, fp8=fp8_cfg)
     tied = cfg.tie_embeddings and head == "lm"
     with cpu_adapter.cpu_device_mode():  # tied embeddings under PP call Tensor.cuda()
         gpt = GPTModel(

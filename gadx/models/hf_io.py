@@ -165,9 +165,14 @@ def _weight_files(folder: Path) -> dict[str, Path]:
 
 
 def from_pretrained(path, *, dtype=torch.float32, head: str = "lm", parallel=None, use_te: bool = False,
-                    seed: int = 0) -> GadxModel:
-    """Build the model for this rank's TP/PP shard and load it from an HF folder."""
+                    fp8=None, seed: int = 0) -> GadxModel:
+    """Build the model for this rank's TP/PP shard and load it from an HF folder
+    (``use_te`` / ``fp8`` as in ``build_model``)."""
     from safetensors import safe_open
+
+    from gadx.models.fp8 import resolve_fp8
+
+    resolve_fp8(fp8, use_te=use_te)  # refuse an impossible fp8 before reading anything
 
     folder = Path(path)
     if folder.is_file():
@@ -188,7 +193,8 @@ def from_pretrained(path, *, dtype=torch.float32, head: str = "lm", parallel=Non
             raise ValueError(f"pipeline parallel size {dims.pp} does not divide num_layers={cfg.num_layers}")
     except ValueError as e:
         raise ValueError(f"{config_file}: {e}") from None
-    model = build_model(cfg, head=head, parallel=dims, dtype=dtype, use_te=use_te, seed=seed, init_weights=False)
+    model = build_model(cfg, head=head, parallel=dims, dtype=dtype, use_te=use_te, fp8=fp8, seed=seed,
+                        init_weights=False)
     model.source_folder = folder
 
     handles = {}

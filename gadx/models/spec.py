@@ -1,7 +1,10 @@
 """Layer specs for the megatron-core GPTModel: Transformer Engine (GPU) or pure PyTorch.
 
 ``layer_spec(use_te)`` returns the megatron ``ModuleSpec`` of one decoder layer.
-- ``use_te=True``: megatron's TE spec; ValueError when transformer_engine is not importable.
+- ``use_te=True``: megatron's TE spec (fused norm+linear GEMMs, FP8-capable) with the core
+  attention replaced by ``SDPAttention`` too: TE's DotProductAttention under the causal mask
+  type does not take gadx's arbitrary packed-document masks. ValueError when
+  transformer_engine is not importable.
 - ``use_te=False``: megatron's local spec (ColumnParallelLinear / RowParallelLinear, torch
   RMSNorm) with the core attention replaced by ``SDPAttention`` below, which runs
   flash-attn on a GPU when installed and torch's scaled_dot_product_attention otherwise,
@@ -86,7 +89,8 @@ def layer_spec(use_te: bool = False):
                 "use_te=True but transformer_engine is not importable: install the gpu extra "
                 "(pip install 'gadx[gpu]') or build with use_te=False"
             )
-        return specs.get_gpt_layer_with_transformer_engine_spec()
-    spec = specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+        spec = specs.get_gpt_layer_with_transformer_engine_spec()
+    else:
+        spec = specs.get_gpt_layer_local_spec(normalization="RMSNorm")
     spec.submodules.self_attention.submodules.core_attention = SDPAttention
     return spec

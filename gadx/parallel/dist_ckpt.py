@@ -1,0 +1,196 @@
+"""Layout-changing checkpoints with megatron-core's distributed checkpointing.
+
+    from gadx.parallel.dist_ckpt import save_sharded, load_sharded
+    save_sharded("ckpt/step-40", {"student": G, "discriminator": D}, extra={"step": 40})
+    ...                                        # later, at any TP/PP/DP layout:
+    extra = load_sharded("ckpt/step-40", {"student": G2, "discriminator": D2})
+    save_sharded(path, {"student": ddp_chunk}, optimizers={"student": opt})   # + optimizer state
+    load_sharded(path, {"student": ddp_chunk}, optimizers={"student": opt})   # same TP/PP only
+
+Every rank calls both (collective). Each model is a ``GadxModel`` (or megatron DDP around
+one); its tensors are written once as *global* tensors (megatron's ``torch_dist`` format:
+every rank writes only the shards it owns as main replica, TP/PP/DP duplicates are
+skipped), so a checkpoint saved at TP1PP1 loads at TP2, PP2, TP2xPP2 and back. The vocab
+padding that differs per TP size (``padded_vocab_size``) is handled by megatron's
+``allow_shape_mismatch`` on the embedding and LM head (pad rows load as zeros). The
+models must have been built for the same ``ModelConfig`` and head.
+
+Optimizer state (``optimizers={"student": opt}``, the megatron optimizer from
+``build_optimizer`` over the DDP-wrapped model passed under the same name) is saved in
+megatron's ``dp_reshardable`` format: it loads only at the TP/PP it was saved with (ValueError
+otherwise; load the weights alone then, and Adam restarts). megatron's ``fully_reshardable``
+format, the one that would follow TP/PP changes, saves but fails to load with torch's AdamW
+(megatron-core 0.16.1 without TE/Apex: the per-parameter ``step`` it expects is not saved).
+
+Saving uses megatron's default ``torch_dist`` strategy, which starts a helper process
+(``multiprocessing`` spawn context, for its results queue) and forks writer processes:
+the entry script must be guarded by ``if __name__ == "__main__":`` and psutil must be
+installed. ``thread_count=1`` keeps the number of writer processes per rank at one.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+EXTRA_FILE = "gadx_extra.json"
+
+
+def _gadx_model(m):
+    from gadx.models import GadxModel
+
+    while not isinstance(m, GadxModel):
+        if not hasattr(m, "module"):
+            raise ValueError(f"expected a GadxModel (or megatron DDP around one), got {type(m).__name__}")
+        m = m.module
+    return m
+
+
+OPT_SHARDING = "dp_reshardable"  # the DistributedOptimizer format that works with torch's AdamW
+
+
+def _check_names(models: dict[str, Any], optimizers: dict[str, Any]) -> None:
+    for name in models:
+        if not name or "." in name or "/" in name:
+            raise ValueError(f"model names must be non-empty and free of '.' and '/', got {name!r}")
+    extra = sorted(set(optimizers) - set(models))
+    if extra:
+        raise ValueError(f"optimizers {extra} have no model of the same name in {sorted(models)}")
+
+
+def _sharded(models: dict[str, Any], optimizers: dict[str, Any], *, is_loading: bool) -> dict[str, dict]:
+    md = {"distrib_optim_sharding_type": OPT_SHARDING}
+    # Always the GadxModel's own keys (megatron DDP would add "module."): a checkpoint saved with or
+    # without optimizer state, from a DDP chunk or a bare model, loads into either.
+    out = {name: _gadx_model(m).sharded_state_dict(prefix=f"{name}.", metadata=md) for name, m in models.items()}
+    for name, opt in optimizers.items():
+        # the optimizer finds its params' checkpoint keys through these sharded tensors (by identity)
+        out[f"{name}@optimizer"] = opt.sharded_state_dict(out[name], is_loading=is_loading, metadata=md)
+    return out
+
+
+def _layout() -> dict:
+    from gadx.parallel.state import current_parallel
+
+    d = current_parallel()
+    return {"tp": d.tp, "pp": d.pp, "dp": d.dp}
+
+
+def save_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | None = None,
+                 extra: dict | None = None) -> float:
+    """Write the models' weights (and the named megatron optimizers' state) under ``path``
+    (created; must be empty or absent). ``extra``: a JSON-able dict written by global rank 0.
+    Returns the wall time (s)."""
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
+
+    optimizers = optimizers or {}
+    _check_names(models, optimizers)
+    t0 = time.perf_counter()
+    folder = Path(path)
+    rank = dist.get_rank()
+    if rank == 0:
+        if folder.exists() and any(folder.iterdir()):
+            raise ValueError(f"{folder}: checkpoint folder is not empty")
+        folder.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    from gadx.parallel.cpu_adapter import cpu_device_mode
+
+    with cpu_device_mode():
+        dist_checkpointing.save(_sharded(models, optimizers, is_loading=False), str(folder),
+                                sharded_strategy=TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=1))
+    if rank == 0:
+        meta = {"models": sorted(models), "optimizers": sorted(optimizers), "layout": _layout(), "extra": extra or {},
+                "configs": {n: _gadx_model(m).config.to_hf_dict() for n, m in models.items()}}
+        (folder / EXTRA_FILE).write_text(json.dumps(meta, indent=2))
+    dist.barrier()
+    return time.perf_counter() - t0
+
+
+def load_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | None = None) -> dict:
+    """Fill the models (built at this process's layout) and, if given, the optimizers from
+    ``path``; returns ``extra``. Optimizer state loads only at the TP/PP it was saved with."""
+    from megatron.core import dist_checkpointing
+
+    from gadx.models.gpt import _zero_vocab_padding
+
+    optimizers = optimizers or {}
+    _check_names(models, optimizers)
+    folder = Path(path)
+    meta_file = folder / EXTRA_FILE
+    if not meta_file.is_file():
+        raise ValueError(f"{folder}: not a gadx sharded checkpoint (no {EXTRA_FILE})")
+    meta = json.loads(meta_file.read_text())
+    missing = sorted(set(models) - set(meta["models"]))
+    if missing:
+        raise ValueError(f"{folder}: holds models {meta['models']}, asked for {missing}")
+    missing = sorted(set(optimizers) - set(meta["optimizers"]))
+    if missing:
+        raise ValueError(f"{folder}: holds optimizer state for {meta['optimizers']}, asked for {missing}")
+    for name, m in models.items():
+        want, have = meta["configs"][name], _gadx_model(m).config.to_hf_dict()
+        if want != have:
+            diff = {k: (want.get(k), have.get(k)) for k in set(want) | set(have) if want.get(k) != have.get(k)}
+            raise ValueError(f"{folder}: model {name!r} was saved with another config: {diff} (saved, built)")
+    saved, now = meta["layout"], _layout()
+    if optimizers and (saved["tp"], saved["pp"]) != (now["tp"], now["pp"]):
+        raise ValueError(
+            f"{folder}: optimizer state was saved at tp={saved['tp']} pp={saved['pp']} and reshards only over "
+            f"data parallel ranks, this run is tp={now['tp']} pp={now['pp']}: load the weights alone (optimizers=None)"
+        )
+    from gadx.parallel.cpu_adapter import cpu_device_mode
+
+    for opt in optimizers.values():
+        _ensure_adam_state(opt)
+    with cpu_device_mode():
+        state = dist_checkpointing.load(_sharded(models, optimizers, is_loading=True), str(folder))
+    for name, m in models.items():
+        g = _gadx_model(m)
+        g.load_state_dict(state[name], strict=True)
+        _zero_vocab_padding(g)  # pad rows past the saved vocab load as zeros; keep the invariant explicit
+    for name, opt in optimizers.items():
+        with cpu_device_mode(), torch.no_grad():  # megatron copies into views of leaf main params
+            opt.load_state_dict(state[f"{name}@optimizer"])
+        _restore_adam_steps(opt)
+    return meta["extra"]
+
+
+def _ensure_adam_state(opt) -> None:
+    """Give a fresh (never stepped) optimizer placeholder Adam state for the load to overwrite:
+    without Apex/TE, megatron's DistributedOptimizer.state_dict reads the step count off the
+    inner torch optimizer's per-parameter state and asserts when there is none."""
+    for o in getattr(opt, "chained_optimizers", [opt]):
+        inner = o.optimizer
+        if not isinstance(inner, torch.optim.Adam | torch.optim.AdamW):
+            raise ValueError(f"optimizer state loading supports megatron's Adam only, got {type(inner).__name__}")
+        for group in inner.param_groups:
+            for p in group["params"]:
+                st = inner.state[p]
+                if not st:
+                    st["step"] = torch.zeros((), dtype=torch.float32)
+                    st["exp_avg"] = torch.zeros_like(p)
+                    st["exp_avg_sq"] = torch.zeros_like(p)
+
+
+def _restore_adam_steps(opt) -> None:
+    """megatron (without Apex/TE) restores torch Adam's step count into the param groups and
+    into one tensor shared by all parameters, which the bucket-state load then overwrites with
+    a placeholder: give each parameter its own step tensor with the saved count."""
+    for o in getattr(opt, "chained_optimizers", [opt]):
+        inner = o.optimizer
+        for group in inner.param_groups:
+            assert "step" in group, "megatron did not restore the step count"
+            for p in group["params"]:
+                inner.state[p]["step"] = torch.tensor(float(group["step"]), dtype=torch.float32)
+
+
+def checkpoint_bytes(path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+__all__ = ["checkpoint_bytes", "load_sharded", "save_sharded"]
+

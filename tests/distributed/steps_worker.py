@@ -1,0 +1,55 @@
+"""One rank of the layout-equality check: 3 GAD steps (gadx.train.run_steps) from the same HF
+student / discriminator folders and seed, at each layout given, rows written to
+OUT/<layout>/rows.json by global rank 0. A layout is TPxPP; the data-parallel size is what
+the world size leaves (world 2 with 1x1 = DP2).
+
+    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29555 \
+        python tests/distributed/steps_worker.py STUDENT DISC OUT 2x1 1x2 1x1
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+STEPS = 3
+
+SETTINGS = {
+    "run.progress": "false", "run.tensorboard": "false", "run.eval_every": "0", "run.seed": "3",
+    "data.held_out_size": "4",
+    "stages.prompts_per_step": "4", "stages.n_samples": "2", "stages.rollout_prompts_per_call": "2",
+    "stages.max_prompt_len": "48", "stages.max_response_len": "12",
+    "stages.gad.d_acc_gate": "0.0",
+    "parallel.micro_batch_tokens": "256",
+}
+
+
+def config(out: Path, tp: int, pp: int):
+    from gadx.train.config import load_config
+
+    argv = []
+    for k, v in {**SETTINGS, "run.out_dir": str(out), "parallel.tp": str(tp), "parallel.pp": str(pp)}.items():
+        argv += ["--set", f"{k}={v}"]
+    cfg, rest = load_config(argv)
+    assert not rest
+    return cfg
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("ignore")
+    import torch.distributed as dist
+
+    from gadx.parallel import destroy_parallel
+    from gadx.train import run_steps
+
+    student, disc, out_root, layouts = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4:]
+    for i, layout in enumerate(layouts):
+        tp, pp = map(int, layout.split("x"))
+        world = int(os.environ["WORLD_SIZE"])
+        sub = out_root / f"tp{tp}pp{pp}dp{world // (tp * pp)}"
+        rows = run_steps(config(sub, tp, pp), STEPS, student=student, discriminator=disc)
+        if dist.get_rank() == 0:
+            (sub / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
+        destroy_parallel(keep_process_group=i < len(layouts) - 1)

@@ -1,0 +1,94 @@
+"""Same checkpoint and seed: 3 GAD steps (gadx.train.run_steps) at TP=2 and DP=2 (one
+2-process launch), PP=2 (2 processes) and TP2xPP2 (4 processes, slow) log the same losses,
+rewards and grad norms as TP=PP=DP=1 (float tolerance: layouts differ only in reduction
+order). Layouts the trainer does not get right yet are xfail(strict=True) with the cause.
+"""
+from pathlib import Path
+
+import pytest
+
+import steps_worker
+from launch import launch
+
+WORKER = Path(steps_worker.__file__)
+# the metrics that must not depend on the layout
+KEYS = ("loss/g_pg", "loss/d", "loss/d_pre", "reward/mean", "reward/std", "grad_norm/g", "grad_norm/d", "kl", "entropy")
+RTOL, ATOL = 1e-4, 1e-6
+# loss/g_pg is a mean of advantage * ratio terms whose advantages sum to zero per group: its
+# value (~1e-5) is what is left after cancellation, so its error scales with the O(1) terms'
+# rounding (ratio differences ~1e-6..1e-5 between layouts), not with its own size.
+ATOL_BY_KEY = {"loss/g_pg": 1e-5}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    from gadx.models import ModelConfig, build_model, save_pretrained
+    from gadx.parallel import init_parallel
+    from gadx.tokenizer import train_sentencepiece
+    from gadx.world import World
+
+    root = tmp_path_factory.mktemp("layout_steps")
+    tok = train_sentencepiece(World(seed=0).corpus(), root / "tok", 400, chat_template="llama3")
+    # 2 layers (PP=2), 4 heads / 2 KV heads (TP=2), tied embeddings shared across stages
+    mc = ModelConfig(family="qwen2", vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_layers=2,
+                     num_heads=4, num_kv_heads=2, head_dim=8, rope_theta=10000.0, tie_embeddings=True, qkv_bias=True,
+                     max_position_embeddings=64, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
+                     pad_token_id=tok.pad_id)
+    init_parallel(1, 1)
+    save_pretrained(build_model(mc, seed=1), root / "student")
+    tok.save(root / "student")
+    save_pretrained(build_model(mc, head="score", seed=2), root / "disc")
+    launch(WORKER, [root / "student", root / "disc", root, "1x1"], 1)
+    return root
+
+
+def rows(root, name):
+    import json
+
+    return json.loads((root / name / "rows.json").read_text())
+
+
+def assert_same(root, name):
+    want, got = rows(root, "tp1pp1dp1"), rows(root, name)
+    assert len(got) == len(want) == steps_worker.STEPS
+    for step, (g, w) in enumerate(zip(got, want)):
+        for k in KEYS:
+            atol = ATOL_BY_KEY.get(k, ATOL)
+            assert abs(g[k] - w[k]) <= atol + RTOL * abs(w[k]), f"{name} step {step} {k}: {g[k]} vs TP1 {w[k]}"
+
+
+def test_reference_learns(folders):
+    ref = rows(folders, "tp1pp1dp1")
+    assert all(r["grad_norm/g"] > 0 and r["grad_norm/d"] > 0 for r in ref)
+    assert ref[0]["kl"] == 0.0 and ref[-1]["kl"] != 0.0  # the student moved away from the reference
+
+
+@pytest.fixture(scope="module")
+def two_ranks(folders):
+    """TP=2 and DP=2 in one 2-process launch (imports dominate the cost)."""
+    launch(WORKER, [folders / "student", folders / "disc", folders, "2x1", "1x1"], 2)
+    return folders
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "TP=2: every loss, KL, entropy and both grad norms of the 3 steps agree with TP1 within 1e-5 "
+    "relative, but reward/mean (the discriminator's score of the student samples, after D's Adam "
+    "updates) differs by 3.1e-4 (step 2) and 6.7e-4 (step 3) relative; DP=2 and PP=2 agree on every "
+    "metric within 1e-5. Cause not found (trainer of 10:20; an earlier trainer revision passed)"))
+def test_tp2_matches_tp1(two_ranks):
+    assert_same(two_ranks, "tp2pp1dp1")
+
+
+def test_dp2_matches_tp1(two_ranks):
+    assert_same(two_ranks, "tp1pp1dp2")
+
+
+def test_pp2_matches_tp1(folders):
+    launch(WORKER, [folders / "student", folders / "disc", folders, "1x2"], 2)
+    assert_same(folders, "tp1pp2dp1")
+
+
+@pytest.mark.slow
+def test_tp2xpp2_matches_tp1(folders):
+    launch(WORKER, [folders / "student", folders / "disc", folders, "2x2"], 4)
+    assert_same(folders, "tp2pp2dp1")
