@@ -23,7 +23,7 @@ def tiny_ckpt(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny")
     texts = [p.question for name in ("vicuna", "mtbench") for p in load_suite(name).prompts]
-    tok = tokenizer_mod.train_sentencepiece(texts, folder, vocab_size=300)
+    tok = tokenizer_mod.train_sentencepiece(texts, folder, vocab_size=512)  # the world needs >= 365 pieces (its characters)
     cfg = ModelConfig(family="llama", vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
                       num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=1024,
                       bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)

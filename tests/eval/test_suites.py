@@ -7,7 +7,7 @@ import pytest
 
 from gadx.eval.suites import BUILTIN_FILES, builtin_path, load_suite
 
-SHARED = Path("/work/shared/data/eval")
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "eval"  # ../shared beside the checkout
 
 
 @pytest.mark.parametrize("name,rows,first", [
