@@ -8,12 +8,11 @@ Ours  = grpo_loss(..., backend="torch"), forward + backward.
 Time: median wall time of forward+backward (pytest-benchmark for each provider,
 plus an interleaved perf_counter median in test_ratio so both ratios come from
 the same run). Peak memory: each provider runs once in a fresh spawned process;
-peak extra = ru_maxrss after the call - ru_maxrss after the inputs were built
-(resident-set high-water mark, so it counts every allocator).
+peak extra = VmHWM after the call - VmRSS after the inputs were built, with the
+kernel's high-water mark reset in between (resident set, so it counts every allocator).
 The GPU table lives in tools/gpu_bench_kernels.py.
 """
 import multiprocessing as mp
-import resource
 import statistics
 import time
 
@@ -67,13 +66,23 @@ def step(provider, inputs):
     return loss.detach(), hh.grad, ww.grad
 
 
+def _status_kib(field: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def _peak_child(provider, size, q):
-    torch.set_num_threads(torch.get_num_threads())
     inputs = make_inputs(*SIZES[size])
     h, w = inputs[0].clone().requires_grad_(), inputs[1].clone().requires_grad_()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss survives fork/exec (a spawned child starts at the parent's high-water mark), so
+    # reset the kernel's peak-RSS counter instead ("5" > clear_refs, Linux >= 4.0) and read VmHWM.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _status_kib("VmRSS")
     PROVIDERS[provider](h, w, *inputs[2:]).backward()
-    q.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)  # KiB -> MiB (Linux)
+    q.put((_status_kib("VmHWM") - base) / 1024)  # KiB -> MiB
 
 
 def peak_extra_mib(provider, size):
