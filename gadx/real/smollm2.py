@@ -18,6 +18,7 @@ to and from the embedding space.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -55,10 +56,20 @@ def evenly_spaced_layers(n_layers: int, keep: int) -> list[int]:
     return sorted({round(i * (n_layers - 1) / (keep - 1)) for i in range(keep)})
 
 
+@contextlib.contextmanager
 def _atomic_dir(out: Path):
-    """Build a folder in a temporary sibling and rename it into place (no half-written caches)."""
+    """Yield a temporary sibling of ``out`` to fill; rename it into place on success, delete it on
+    any error, so a crash never leaves a half-written cache folder behind."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def convert_teacher(out: str | Path | None = None, *, force: bool = False) -> Path:
@@ -76,8 +87,7 @@ def convert_teacher(out: str | Path | None = None, *, force: bool = False) -> Pa
 
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
-    tmp = _atomic_dir(out)
-    try:
+    with _atomic_dir(out) as tmp:
         cfg = model.config.to_dict()
         cfg.pop("quantization_config", None)
         cfg.pop("_model_name_or_path", None)
@@ -91,12 +101,6 @@ def convert_teacher(out: str | Path | None = None, *, force: bool = False) -> Pa
         (tmp / "generation_config.json").write_text(json.dumps(
             {"bos_token_id": cfg.get("bos_token_id"), "eos_token_id": cfg.get("eos_token_id"),
              "pad_token_id": cfg.get("pad_token_id")}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -124,8 +128,7 @@ def make_student(teacher: str | Path | None = None, out: str | Path | None = Non
             else:
                 name_out = name
             state[name_out] = f.get_tensor(name).contiguous()
-    tmp = _atomic_dir(out)
-    try:
+    with _atomic_dir(out) as tmp:
         cfg["num_hidden_layers"] = len(layers)
         cfg["gadx_pruned_from"] = {"teacher": str(teacher), "kept_layers": layers}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
@@ -133,10 +136,4 @@ def make_student(teacher: str | Path | None = None, out: str | Path | None = Non
         for f in teacher.iterdir():
             if f.name not in ("config.json", "model.safetensors") and f.is_file():
                 shutil.copy2(f, tmp / f.name)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
