@@ -322,6 +322,10 @@ def build_model(cfg: ModelConfig, *, head: str = "lm", parallel=None, dtype=torc
         with torch.no_grad():
             score.weight.copy_(torch.randn(1, cfg.hidden_size, generator=gen) * tcfg.init_method_std)
             score.bias.zero_()
+        # Bradley-Terry is invariant to a shift shared by all scores, so the bias's true gradient is 0
+        # and its computed one is rounding noise, which Adam turns into +-lr steps: a random walk of
+        # every score that depends on reduction order (it made TP=2 rewards drift from TP=1). Frozen.
+        score.bias.requires_grad_(False)
         gpt.score_head = score
     model = GadxModel(gpt.to(dims.device), cfg, head, dims)
     _zero_vocab_padding(model)

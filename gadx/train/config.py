@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 EMBEDDED = "embedded"
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
 
 
 @dataclass(kw_only=True)
@@ -31,11 +33,18 @@ class ModelCfg:
     vocab_size: int = 700
     chat_template: str = "llama3"
     # Shape of the embedded student (ignored for a student folder).
-    hidden_size: int = 96
+    # (hidden 96 / 2 KV heads never learned to copy names and numbers from the prompt within the
+    # CPU budget; at 128 / 4 KV heads the copy skill appears after ~20k SFT examples: recipes/RESULTS_embedded.md)
+    hidden_size: int = 128
     intermediate_size: int = 256
     num_layers: int = 2
     num_heads: int = 4
-    num_kv_heads: int = 2
+    num_kv_heads: int = 4
+    # Weights of student, reference and discriminator: "float32", or "bfloat16" (fp32 grads and
+    # master weights in megatron's distributed optimizer); the sampler runs in the same dtype.
+    dtype: str = "float32"
+    use_te: bool = False  # Transformer Engine layer spec (GPU); a clear error when TE is absent
+    fp8: str = ""  # "" = off, or a gadx.models.fp8 recipe ("tensorwise", "delayed", ...); needs use_te
 
 
 @dataclass(kw_only=True)
@@ -50,7 +59,7 @@ class DiscriminatorCfg:
 class DataCfg:
     train: str = EMBEDDED  # JSONL / Parquet, or "embedded" (the synthetic world)
     held_out: str = ""  # file of held-out pairs for D's accuracy; "" -> split off train
-    held_out_size: int = 32
+    held_out_size: int = 64
     prompt_key: str = ""  # "" -> auto: messages / content / prompt
     response_key: str = ""  # "" -> auto: teacher_response / response; absent -> ask the teacher
     max_prompts: int = 0  # 0 = all
@@ -81,14 +90,17 @@ class SeqKDCfg:
 
 @dataclass(kw_only=True)
 class WarmupCfg:
-    steps: int = 200
+    steps: int = 540
     lr: float = 3e-3
     d_lr: float = 1e-3
     # G-only SFT steps before D starts; a from-scratch student's D is copied from G after them.
-    # -1: 0 for a pretrained student; for a from-scratch one steps - 2 * d_only_steps (G learns
-    # to talk, then d_only_steps of D alone, then as many of both).
+    # -1: 0 for a pretrained student; steps // 5 for a from-scratch one (G learns to talk, then
+    # d_only_steps of D alone, then both for the rest of warmup, so D tracks G as it improves).
     g_only_steps: int = -1
     d_only_steps: int = 20  # D alone (the paper: the first 10 steps), then both
+    # In the "both" phase, a D update (with its rollout) every d_every steps, G's SFT every step.
+    # -1: 1 for a pretrained student; 8 for a from-scratch one (its many cheap SFT steps).
+    d_every: int = -1
 
 
 @dataclass(kw_only=True)
@@ -111,9 +123,9 @@ class StagesCfg:
     warmup: WarmupCfg = field(default_factory=WarmupCfg)
     gad: GadCfg = field(default_factory=GadCfg)
     prompts_per_step: int = 8  # global, over all data-parallel ranks
-    # prompts per step of warmup's G-only SFT steps and of the same first steps of SeqKD (cheap steps
-    # that a from-scratch student needs many examples in); 0 = prompts_per_step
-    sft_prompts_per_step: int = 16
+    # prompts per step of the warmup stage and of SeqKD's first warmup.steps - d_only_steps steps
+    # (the matching SFT updates; a from-scratch student needs many examples); 0 = prompts_per_step
+    sft_prompts_per_step: int = 64
     n_samples: int = 4
     # prompts per rollout call, each call seeded by its first prompt's global index: samples are the
     # same at every DP size whose per-rank share it divides. 0: one call per rank (fastest; samples
@@ -124,6 +136,12 @@ class StagesCfg:
     max_response_len: int = 48
     grad_clip: float = 0.2
     weight_decay: float = 0.01
+    # The student's lr over the SFT stages (seqkd, warmup): linear warmup over sft_lr_warmup steps,
+    # then "cosine" decay to sft_lr_min_ratio x lr at the stage's last step, or "constant".
+    # GAD keeps a constant lr, as in the paper.
+    sft_lr_schedule: str = "cosine"
+    sft_lr_warmup: int = 20
+    sft_lr_min_ratio: float = 0.1
     length_drift: float = 1.5  # warn when student responses exceed this multiple of the teacher's
 
 
@@ -131,7 +149,9 @@ class StagesCfg:
 class ParallelCfg:
     tp: int = 1
     pp: int = 1
-    micro_batch_tokens: int = 2048  # token budget of one packed micro-batch
+    # token budget of one packed micro-batch; small on CPU, where packed attention is a dense [T, T]
+    # masked SDPA (cost grows with T^2); raise it on a GPU
+    micro_batch_tokens: int = 512
 
 
 @dataclass(kw_only=True)
@@ -294,6 +314,8 @@ def validate(cfg: TrainConfig) -> None:
     if s.warmup.g_only_steps > s.warmup.steps - s.warmup.d_only_steps:
         raise ValueError(f"stages.warmup.g_only_steps={s.warmup.g_only_steps} leaves no room for the "
                          f"{s.warmup.d_only_steps} D-only steps in warmup.steps={s.warmup.steps}")
+    if s.warmup.d_every == 0 or s.warmup.d_every < -1:
+        raise ValueError(f"stages.warmup.d_every must be >= 1 (or -1 for the default), got {s.warmup.d_every}")
     if s.rollout_prompts_per_call < 0:
         raise ValueError(f"stages.rollout_prompts_per_call must be >= 0, got {s.rollout_prompts_per_call}")
     if not 0.0 <= s.gad.d_acc_gate < 1.0:
@@ -307,6 +329,26 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"parallel.tp={p.tp} does not divide model.num_heads={m.num_heads} and model.num_kv_heads={m.num_kv_heads}")
     if r.seeds < 1:
         raise ValueError(f"run.seeds must be >= 1, got {r.seeds}")
+    if s.sft_lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"stages.sft_lr_schedule must be cosine or constant, got {s.sft_lr_schedule!r}")
+    if s.sft_lr_warmup < 0 or not 0.0 <= s.sft_lr_min_ratio <= 1.0:
+        raise ValueError(f"stages.sft_lr_warmup must be >= 0 and sft_lr_min_ratio in [0, 1], "
+                         f"got {s.sft_lr_warmup}, {s.sft_lr_min_ratio}")
+    if m.dtype not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
+    if m.fp8 and not m.use_te:
+        raise ValueError(f"model.fp8={m.fp8!r} needs model.use_te=true (FP8 runs through Transformer Engine layers)")
+
+
+def sft_lr(s: StagesCfg, base: float, step: int, total: int) -> float:
+    """The student's lr at ``step`` of an SFT stage of ``total`` steps (stages.sft_lr_*)."""
+    if s.sft_lr_schedule == "constant":
+        return base
+    if step < s.sft_lr_warmup:
+        return base * (step + 1) / s.sft_lr_warmup
+    span = max(total - s.sft_lr_warmup - 1, 1)
+    frac = min((step - s.sft_lr_warmup) / span, 1.0)
+    return base * (s.sft_lr_min_ratio + (1 - s.sft_lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def check_divisible(cfg: TrainConfig, dp: int) -> None:

@@ -16,7 +16,7 @@ from .config import TrainConfig
 
 
 def run(cfg: TrainConfig) -> int:
-    from gadx.models import build_model, save_pretrained
+    from gadx.models import save_pretrained
     from gadx.parallel import destroy_parallel
 
     from . import evaluate as ev
@@ -40,7 +40,7 @@ def run(cfg: TrainConfig) -> int:
             names = {"compare": ["seqkd", "gad"], "gad": ["gad"], "seqkd": ["seqkd"]}[cfg.run.plan]
             rows = {}
             if env.world is not None:
-                before = build_model(env.model_cfg, parallel=env.dims)
+                before = env.build()
                 before.load_state_dict(env.initial_student_state())
                 rows["before"] = ev.evaluate_student(env, before, cfg.run.eval_size)
             for name in names:

@@ -83,7 +83,7 @@ class Env:
         self._init_state = None
         from gadx.sampler import KVCacheSampler
 
-        self.engine = KVCacheSampler(self.model_cfg, device=self.dims.device)
+        self.engine = KVCacheSampler(self.model_cfg, device=self.dims.device, dtype=self.dtype)
         self._connect_teacher()
         self._prompt_cache: dict[int, list[int]] = {}
         self.truncated_prompts = 0
@@ -117,16 +117,31 @@ class Env:
             bos_token_id=self.tok.bos_id, eos_token_id=self.tok.eos_id, pad_token_id=self.tok.pad_id,
         )
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.cfg.model.dtype)
+
+    def build(self, head: str = "lm", seed: int = 0):
+        """A randomly initialised student-shaped model at the configured dtype / TE / FP8."""
+        m = self.cfg.model
+        return build_model(self.model_cfg, head=head, parallel=self.dims, seed=seed, dtype=self.dtype,
+                           use_te=m.use_te, fp8=m.fp8 or None)
+
+    def load(self, path: str | Path, head: str = "lm"):
+        """A model loaded from an HF folder at the configured dtype / TE / FP8."""
+        from gadx.models import from_pretrained
+
+        m = self.cfg.model
+        return from_pretrained(path, head=head, parallel=self.dims, dtype=self.dtype, use_te=m.use_te, fp8=m.fp8 or None)
+
     def initial_student_state(self) -> dict[str, torch.Tensor]:
         """The student's starting weights (same for every run of a seed): a folder's, or a seeded random init."""
         if self._init_state is None:
             if self.cfg.model.student == EMBEDDED:
                 torch.manual_seed(self.cfg.run.seed)
-                model = build_model(self.model_cfg, parallel=self.dims, seed=self.cfg.run.seed)
+                model = self.build(seed=self.cfg.run.seed)
             else:
-                from gadx.models import from_pretrained
-
-                model = from_pretrained(self.cfg.model.student, parallel=self.dims)
+                model = self.load(self.cfg.model.student)
             self._init_state = {k: v.clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items()}
         return self._init_state
 

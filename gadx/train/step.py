@@ -222,7 +222,7 @@ def warmup_step(ctx: StepContext, batch: Batch, step: int, *, d_only: bool, g_on
     n = ctx.stages.n_samples
     local = {"len/teacher": sum(map(len, batch.teacher)) / len(batch.teacher), "tokens": 0}
     m: dict[str, Any] = {}
-    if not g_only:  # g_only: a from-scratch student learns to talk before D is copied from it
+    if not g_only:  # g_only: no D update at this step (D not started yet, or between its d_every updates)
         prompts, responses, finished = _rollout(ctx, batch, step, n)
         with ctx.timed("update"):
             m = _d_update(ctx, batch, responses)

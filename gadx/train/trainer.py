@@ -4,10 +4,11 @@
     summary = run.train()                             # resumes if out_dir has a checkpoint
 
 Stages (and the step counter ``step`` shared by all of them):
-    seqkd : ``cfg.seqkd_steps`` CE steps on teacher replies (the first g_only of them with
-            ``stages.sft_prompts_per_step`` prompts, like the GAD run's G-only warmup steps)
-    warmup: ``stages.warmup.steps``: ``g_only_steps`` of G-only SFT (a from-scratch student's D is
-            then copied from G), ``d_only_steps`` of D alone, then both
+    seqkd : ``cfg.seqkd_steps`` CE steps on teacher replies (the first warmup.steps - d_only_steps
+            of them with ``stages.sft_prompts_per_step`` prompts, like the GAD run's warmup SFT)
+    warmup: ``stages.warmup.steps`` at ``sft_prompts_per_step`` prompts: ``g_only_steps`` of G-only
+            SFT (a from-scratch student's D is then copied from G), ``d_only_steps`` of D alone,
+            then both: G's SFT every step, D's update every ``d_every`` steps
     gate  : D-only steps until D's held-out pairwise accuracy >= ``gad.d_acc_gate``
             (at most ``gad.d_gate_steps``); failing that, GAD is skipped with a loud
             message, since a chance-level D makes GAD a random walk (toy-findings.md)
@@ -25,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from gadx.models import build_model
+
 
 from . import checkpoint as ck
-from .config import TrainConfig
+from .config import TrainConfig, sft_lr
 from .data import Cursor
 from .engine import Player, full_hf_state
 from .losses import pairwise_acc
@@ -76,18 +77,16 @@ class Run:
         cfg, env = self.cfg, self.env
         s = cfg.stages
         torch.manual_seed(cfg.run.seed)
-        student = build_model(env.model_cfg, parallel=self.dims, seed=cfg.run.seed)
+        student = env.build(seed=cfg.run.seed)
         student.load_state_dict(env.initial_student_state())
         lr = s.seqkd.lr if self.name == "seqkd" else s.warmup.lr
         self.G = Player(student, lr=lr, weight_decay=s.weight_decay, clip_grad=s.grad_clip)
         self.D = self.ref = None
         if self.name == "gad":
             if self.disc_path is not None:
-                from gadx.models import from_pretrained
-
-                disc = from_pretrained(self.disc_path, head="score", parallel=self.dims)
+                disc = env.load(self.disc_path, head="score")
             else:
-                disc = build_model(env.model_cfg, head="score", parallel=self.dims, seed=cfg.run.seed + 1)
+                disc = env.build(head="score", seed=cfg.run.seed + 1)
                 if not env.from_scratch:  # pretrained student: D starts from its initial weights
                     copy_trunk(student, disc)
             self.D = Player(disc, lr=s.warmup.d_lr, weight_decay=s.weight_decay, clip_grad=s.grad_clip)
@@ -104,7 +103,7 @@ class Run:
     def _start_gad(self) -> None:
         """End of warmup: freeze a reference copy of the student; set the GAD learning rates."""
         s = self.cfg.stages
-        ref = build_model(self.env.model_cfg, parallel=self.dims)
+        ref = self.env.build()
         ref.load_state_dict(self.G.model.state_dict())
         self.ref = Player(ref, trainable=False)
         self.G.set_lr(s.gad.lr)
@@ -154,10 +153,11 @@ class Run:
     # ---- data -----------------------------------------------------------------------------
 
     def _prompts_at(self, step: int) -> int:
-        """Global prompts of a step: the first g_only steps (G-only SFT; in the SeqKD run the same
-        steps) may use a larger batch, stages.sft_prompts_per_step."""
+        """Global prompts of a step: warmup (and SeqKD's matching SFT steps) may use a larger batch,
+        stages.sft_prompts_per_step."""
         s = self.cfg.stages
-        return s.sft_prompts_per_step if s.sft_prompts_per_step and step < self._g_only_steps() else s.prompts_per_step
+        sft_steps = s.warmup.steps - (s.warmup.d_only_steps if self.name == "seqkd" else 0)
+        return s.sft_prompts_per_step if s.sft_prompts_per_step and step < sft_steps else s.prompts_per_step
 
     def _share(self, P: int) -> slice:
         """This DP rank's contiguous share of a step's P prompts."""
@@ -270,7 +270,11 @@ class Run:
         w = self.cfg.stages.warmup
         if w.g_only_steps >= 0:
             return w.g_only_steps
-        return max(w.steps - 2 * w.d_only_steps, 0) if self.env.from_scratch else 0
+        return w.steps // 5 if self.env.from_scratch else 0
+
+    def _d_every(self) -> int:
+        w = self.cfg.stages.warmup
+        return w.d_every if w.d_every > 0 else 8 if self.env.from_scratch else 1
 
     def _warmup(self, ctx: StepContext, batch: Batch, stage_step: int, step: int) -> dict[str, Any]:
         """G-only SFT, then D alone, then both. A from-scratch student's D is copied from G when D starts."""
@@ -279,13 +283,19 @@ class Run:
             return warmup_step(ctx, batch, step, d_only=False, g_only=True)
         if stage_step == g_only and self.env.from_scratch:
             copy_trunk(self.G.model, self.D.model)
-        return warmup_step(ctx, batch, step, d_only=stage_step < g_only + d_only)
+        if stage_step < g_only + d_only:
+            return warmup_step(ctx, batch, step, d_only=True)
+        d_due = (stage_step - g_only - d_only) % self._d_every() == 0
+        return warmup_step(ctx, batch, step, d_only=False, g_only=not d_due)
 
     def _one_step(self, ctx: StepContext, stage: str, stage_step: int, step: int) -> dict[str, Any]:
         cfg = self.cfg
         ctx.times.clear()
         t0 = time.perf_counter()
         batch = self._next_batch(step)
+        if stage in ("seqkd", "warmup"):
+            base = cfg.stages.seqkd.lr if stage == "seqkd" else cfg.stages.warmup.lr
+            self.G.set_lr(sft_lr(cfg.stages, base, stage_step, self.plan[0].steps))
         if stage == "seqkd":
             m = seqkd_step(ctx, batch, step)
         elif stage == "warmup":
@@ -319,7 +329,7 @@ class Run:
         ls, lt = m.get("len/student"), m.get("len/teacher")
         if stage == "gad" and ls and lt and ls > cfg.stages.length_drift * lt:
             warn(f"step {step}: student responses ({ls:.1f} tokens) exceed {cfg.stages.length_drift}x the teacher's ({lt:.1f})")
-        m.update({"stage": stage, "time/step": dt, "time/teacher_wait": batch.teacher_wait_s,
+        m.update({"stage": stage, "lr/g": self.G.opt.param_groups[0]["lr"], "time/step": dt, "time/teacher_wait": batch.teacher_wait_s,
                   **{f"time/{k}": v for k, v in ctx.times.items()},
                   "tokens_per_s": m.pop("tokens") / dt, "teacher/cost_usd": self.env.teacher_cost(),
                   "nonfinite_total": self.nonfinite_total})

@@ -1,8 +1,7 @@
 """Same checkpoint and seed: 3 GAD steps (gadx.train.run_steps) at TP=2 and DP=2 (one
 2-process launch), PP=2 (2 processes) and TP2xPP2 (4 processes, slow) log the same losses,
 rewards and grad norms as TP=PP=DP=1 (float tolerance: layouts differ only in reduction
-order). Layouts the trainer does not get right yet are xfail(strict=True) with the cause.
-"""
+order)."""
 from pathlib import Path
 
 import pytest
@@ -70,11 +69,6 @@ def two_ranks(folders):
     return folders
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "TP=2: every loss, KL, entropy and both grad norms of the 3 steps agree with TP1 within 1e-5 "
-    "relative, but reward/mean (the discriminator's score of the student samples, after D's Adam "
-    "updates) differs by 3.1e-4 (step 2) and 6.7e-4 (step 3) relative; DP=2 and PP=2 agree on every "
-    "metric within 1e-5. Cause not found (trainer of 10:20; an earlier trainer revision passed)"))
 def test_tp2_matches_tp1(two_ranks):
     assert_same(two_ranks, "tp2pp1dp1")
 

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from gadx.train.config import load_config
 
@@ -18,3 +19,47 @@ def test_cli_reports_config_errors_in_one_line(capsys):
     assert main(["--set", "stages.gad.stepz=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gadx train: unknown config key 'stages.gad.stepz'") and "\n" not in err
+
+
+def test_fp8_without_transformer_engine_is_one_line_error(tmp_path, tiny_args):
+    """The trainer passes model.use_te / model.fp8 to the model builder: never a silent bf16 run."""
+    from gadx.models.spec import te_available
+    from gadx.train.setup import Env
+
+    if te_available():
+        pytest.skip("transformer_engine is installed here")
+    cfg, _ = load_config(tiny_args(tmp_path, "model.use_te=true", "model.fp8=tensorwise"))
+    env = Env(cfg)
+    try:
+        with pytest.raises(ValueError, match="transformer_engine") as e:
+            env.build()
+        assert "\n" not in str(e.value)
+    finally:
+        env.close()
+
+
+def test_bfloat16_run_trains_with_finite_losses(tmp_path, tiny_args):
+    """model.dtype=bfloat16: bf16 weights (megatron keeps its torch-norm weights in fp32),
+    a bf16 sampler, and warmup + GAD steps with finite losses, none skipped."""
+    import json
+
+    from gadx.train.run import run
+    from gadx.train.setup import Env
+
+    cfg, _ = load_config(tiny_args(tmp_path, "model.dtype=bfloat16", "run.plan=gad"))
+    env = Env(cfg)
+    try:
+        model = env.build()
+        dtypes = {n: p.dtype for n, p in model.named_parameters()}
+        assert all(d == torch.bfloat16 for n, d in dtypes.items() if "layernorm" not in n), dtypes
+        assert env.engine.dtype == torch.bfloat16
+    finally:
+        env.close()
+    assert run(cfg) == 0
+    rows = [json.loads(l) for l in (tmp_path / "gad" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows] == ["warmup"] * 3 + ["gad"] * 2
+    for r in rows:
+        assert r["nonfinite_total"] == 0
+        for k in ("loss/g_ce", "loss/d", "loss/g"):
+            if k in r:
+                assert isinstance(r[k], float) and abs(r[k]) < 1e4, (k, r[k])

@@ -37,6 +37,8 @@ def test_seqkd_budget_matches_gad_student_updates():
         (["--set", "parallel.micro_batch_tokens=10"], "cannot hold one sequence"),
         (["--set", "run.plan=foo"], "run.plan"),
         (["--config", "/nonexistent.toml"], "not found"),
+        (["--set", "model.dtype=float16"], "model.dtype must be one of"),
+        (["--set", "model.fp8=tensorwise"], "needs model.use_te=true"),
     ],
 )
 def test_bad_configs_give_one_line_errors(args, match):
@@ -69,3 +71,14 @@ def test_batch_not_divisible_is_one_line_error(sets, dp, match):
     with pytest.raises(ValueError, match=match) as e:
         check_divisible(cfg, dp)
     assert "\n" not in str(e.value)
+
+
+def test_sft_lr_schedule_warms_up_then_decays_to_min():
+    from gadx.train.config import StagesCfg, sft_lr
+
+    s = StagesCfg(sft_lr_warmup=4, sft_lr_min_ratio=0.1)
+    lrs = [sft_lr(s, 1.0, k, 24) for k in range(24)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))  # monotone decay after warmup
+    assert abs(lrs[-1] - 0.1) < 1e-12 and abs(lrs[13] - 0.55) < 0.05
+    assert sft_lr(StagesCfg(sft_lr_schedule="constant"), 0.3, 5, 10) == 0.3

@@ -25,3 +25,18 @@ def test_gate_skips_gad_when_discriminator_stays_at_chance(tmp_path, tiny_args, 
     assert s["gad_skipped"]
     assert [x["stage"] for x in rows(tmp_path / "gad" / "metrics.jsonl")] == ["warmup"] * 3 + ["gate"]
     assert "skipping the GAD stage" in capsys.readouterr().err
+
+
+def test_warmup_updates_d_every_k_steps_after_it_starts(tmp_path, tiny_args):
+    """warmup.d_every: after g_only and d_only steps, G's SFT runs every step and D's update
+    (with its rollout) every d_every steps."""
+    rec = []
+    train(tmp_path, tiny_args, "stages.warmup.steps=8", "stages.warmup.g_only_steps=2", "stages.warmup.d_only_steps=1",
+          "stages.warmup.d_every=3", "stages.gad.steps=0", recorder=rec)
+    ops = [op for op in rec if op in ("g_sft_update", "d_update")]
+    # steps: G, G | D | D+G, G, G, D+G, G
+    assert ops == ["g_sft_update"] * 2 + ["d_update"] + ["d_update", "g_sft_update"] + ["g_sft_update"] * 2 \
+        + ["d_update", "g_sft_update"] + ["g_sft_update"]
+    r = [x for x in rows(tmp_path / "gad" / "metrics.jsonl") if x["stage"] == "warmup"]
+    assert [("loss/d" in x, "loss/g_ce" in x) for x in r] == [
+        (False, True), (False, True), (True, False), (True, True), (False, True), (False, True), (True, True), (False, True)]
