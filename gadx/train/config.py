@@ -94,13 +94,13 @@ class WarmupCfg:
     lr: float = 3e-3
     d_lr: float = 1e-3
     # G-only SFT steps before D starts; a from-scratch student's D is copied from G after them.
-    # -1: 0 for a pretrained student; steps // 5 for a from-scratch one (G learns to talk, then
-    # d_only_steps of D alone, then both for the rest of warmup, so D tracks G as it improves).
+    # -1: 0 for a pretrained student; for a from-scratch one steps - 2 * d_only_steps (G learns
+    # to talk, then d_only_steps of D alone, then as many of both). Starting D early and updating
+    # it every 2nd step instead (d_every=2) kept it at chance: G improved faster than D could
+    # follow (recipes/RESULTS_embedded.md).
     g_only_steps: int = -1
     d_only_steps: int = 20  # D alone (the paper: the first 10 steps), then both
-    # In the "both" phase, a D update (with its rollout) every d_every steps, G's SFT every step.
-    # -1: 1 for a pretrained student; 8 for a from-scratch one (its many cheap SFT steps).
-    d_every: int = -1
+    d_every: int = 1  # in the "both" phase, a D update (with its rollout) every d_every steps; G's SFT every step
 
 
 @dataclass(kw_only=True)
@@ -314,8 +314,8 @@ def validate(cfg: TrainConfig) -> None:
     if s.warmup.g_only_steps > s.warmup.steps - s.warmup.d_only_steps:
         raise ValueError(f"stages.warmup.g_only_steps={s.warmup.g_only_steps} leaves no room for the "
                          f"{s.warmup.d_only_steps} D-only steps in warmup.steps={s.warmup.steps}")
-    if s.warmup.d_every == 0 or s.warmup.d_every < -1:
-        raise ValueError(f"stages.warmup.d_every must be >= 1 (or -1 for the default), got {s.warmup.d_every}")
+    if s.warmup.d_every < 1:
+        raise ValueError(f"stages.warmup.d_every must be >= 1, got {s.warmup.d_every}")
     if s.rollout_prompts_per_call < 0:
         raise ValueError(f"stages.rollout_prompts_per_call must be >= 0, got {s.rollout_prompts_per_call}")
     if not 0.0 <= s.gad.d_acc_gate < 1.0:

@@ -83,7 +83,12 @@ class Env:
         self._init_state = None
         from gadx.sampler import KVCacheSampler
 
-        self.engine = KVCacheSampler(self.model_cfg, device=self.dims.device, dtype=self.dtype)
+        s, r = cfg.stages, cfg.run
+        # the largest generate() call: one rollout call, the held-out D check, or an evaluation
+        per_call = s.rollout_prompts_per_call or max(s.sft_prompts_per_step, s.prompts_per_step) // self.dims.dp
+        max_batch = max(per_call * s.n_samples, len(self.held), r.eval_size, r.eval_limit)
+        self.engine = KVCacheSampler(self.model_cfg, device=self.dims.device, dtype=self.dtype, max_batch=max_batch,
+                                     max_seq_len=s.max_prompt_len + s.max_response_len)
         self._connect_teacher()
         self._prompt_cache: dict[int, list[int]] = {}
         self.truncated_prompts = 0

@@ -40,6 +40,14 @@ class Batch:
     first: int = 0  # global index (within the step) of this rank's first prompt
     teacher_wait_s: float = 0.0
 
+    def head(self, global_prompts: int, dp: int) -> "Batch":
+        """The first global_prompts // dp prompts of this rank's slice (D's share of a larger SFT batch)."""
+        k = global_prompts // dp
+        if k >= len(self.prompts):
+            return self
+        return Batch(self.prompts[:k], self.teacher[:k], self.teacher_finished[:k], global_prompts,
+                     self.first, self.teacher_wait_s)
+
 
 @dataclass
 class StepContext:
@@ -223,11 +231,14 @@ def warmup_step(ctx: StepContext, batch: Batch, step: int, *, d_only: bool, g_on
     local = {"len/teacher": sum(map(len, batch.teacher)) / len(batch.teacher), "tokens": 0}
     m: dict[str, Any] = {}
     if not g_only:  # g_only: no D update at this step (D not started yet, or between its d_every updates)
-        prompts, responses, finished = _rollout(ctx, batch, step, n)
+        # D trains on stages.prompts_per_step prompts: a larger SFT batch would make every D step
+        # a rollout of sft_prompts_per_step x n_samples
+        d_batch = batch.head(ctx.stages.prompts_per_step, ctx.dims.dp)
+        prompts, responses, finished = _rollout(ctx, d_batch, step, n)
         with ctx.timed("update"):
-            m = _d_update(ctx, batch, responses)
+            m = _d_update(ctx, d_batch, responses)
         local.update({"len/student": sum(map(len, responses)) / len(responses),
-                      "tokens": _tokens(prompts, responses) + _tokens(batch.prompts, batch.teacher),
+                      "tokens": _tokens(prompts, responses) + _tokens(d_batch.prompts, d_batch.teacher),
                       "tokens_generated": sum(map(len, responses))})
     if not d_only:
         with ctx.timed("update"):

@@ -221,7 +221,7 @@ class Run:
         total = sum(p.steps for p in self.plan)
         bar = Progress(total, f"{self.name}", enabled=self.rank0 and cfg.run.progress)
         bar.n = step
-        if self.plan[stage_i].stage == "gad" and self.ref is None:  # gad_only
+        if stage_i < len(self.plan) and self.plan[stage_i].stage == "gad" and self.ref is None:  # gad_only
             self._start_gad()
             ctx = self._ctx()
         try:
@@ -270,11 +270,7 @@ class Run:
         w = self.cfg.stages.warmup
         if w.g_only_steps >= 0:
             return w.g_only_steps
-        return w.steps // 5 if self.env.from_scratch else 0
-
-    def _d_every(self) -> int:
-        w = self.cfg.stages.warmup
-        return w.d_every if w.d_every > 0 else 8 if self.env.from_scratch else 1
+        return max(w.steps - 2 * w.d_only_steps, 0) if self.env.from_scratch else 0
 
     def _warmup(self, ctx: StepContext, batch: Batch, stage_step: int, step: int) -> dict[str, Any]:
         """G-only SFT, then D alone, then both. A from-scratch student's D is copied from G when D starts."""
@@ -285,7 +281,7 @@ class Run:
             copy_trunk(self.G.model, self.D.model)
         if stage_step < g_only + d_only:
             return warmup_step(ctx, batch, step, d_only=True)
-        d_due = (stage_step - g_only - d_only) % self._d_every() == 0
+        d_due = (stage_step - g_only - d_only) % self.cfg.stages.warmup.d_every == 0
         return warmup_step(ctx, batch, step, d_only=False, g_only=not d_due)
 
     def _one_step(self, ctx: StepContext, stage: str, stage_step: int, step: int) -> dict[str, Any]:

@@ -21,7 +21,8 @@ mean minus the mean of the first 3 steps), frozen | online:
     3     0.164 | 0.570   +0.92
     4     0.008 | 0.691   +1.30
     5     0.000 | 0.867   +2.35
-The bounds below hold for every one of them with room to spare. ~55 s on 2 busy cores.
+The bounds below hold for every one of them. The test takes ~60-80 s of wall time on
+the 2 shared cores under heavy load (~41 s of CPU time for the whole pytest process).
 """
 import statistics
 
@@ -32,7 +33,7 @@ SEED = 1
 STEPS, LAST, FIRST = 30, 8, 3
 LEN = ["stages.max_response_len=24", "parallel.micro_batch_tokens=1024", "run.eval_every=0"]
 WARMUP = ["run.plan=gad", "stages.sft_lr_schedule=constant", "stages.warmup.steps=24", "stages.warmup.g_only_steps=8",
-          "stages.warmup.d_only_steps=8", "stages.warmup.d_lr=3e-3", "stages.gad.steps=0", "stages.gad.d_gate_steps=0"]
+          "stages.warmup.d_only_steps=8", "stages.warmup.d_every=1", "stages.warmup.d_lr=3e-3", "stages.gad.steps=0", "stages.gad.d_gate_steps=0"]
 GAD = ["stages.n_samples=8", "stages.gad.lr=7e-3", "stages.gad.d_lr=3e-3"]
 
 
