@@ -44,6 +44,8 @@ _COLUMN_PARALLEL = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_
                     "mlp.gate_proj.weight", "mlp.up_proj.weight")
 _ROW_PARALLEL = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
 _VOCAB_PARALLEL = ("model.embed_tokens.weight", "lm_head.weight")
+# torch 2.13 renames all_gather_into_tensor (deprecated there) to all_gather_single; the GPU image has 2.11
+_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 def vocab_shard(vocab_size: int, tp_rank: int, tp_size: int) -> tuple[int, int, int]:
@@ -160,6 +162,7 @@ class _TPDecoder(Decoder):
         return self._sum(super()._mlp(w, h))
 
     def prefill(self, ids_BP: torch.Tensor, pad_B: torch.Tensor) -> torch.Tensor:
+        """``Decoder.prefill`` on the shard, with the embedding / o_proj / down_proj sums; ``[B, V_local]``."""
         cfg, W = self.cfg, self.weights
         B, P = ids_BP.shape
         Hq, Hkv, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -184,6 +187,7 @@ class _TPDecoder(Decoder):
         return F.linear(self._norm(x[:, -1], W.norm), W.lm_head)
 
     def decode(self, tok_B: torch.Tensor, pos_B: torch.Tensor, slot: int, bias_BS: torch.Tensor) -> torch.Tensor:
+        """``Decoder.decode`` on the shard, with the embedding / o_proj / down_proj sums; ``[B, V_local]``."""
         cfg, W = self.cfg, self.weights
         B = tok_B.shape[0]
         Hkv, D = cfg.num_kv_heads, cfg.head_dim
@@ -238,7 +242,7 @@ def vocab_parallel_sample(logits_BV: torch.Tensor, *, temperature: float, vocab_
     z_tok_B = z_BV.gather(-1, idx_B[:, None])[:, 0]
     stats_B5 = torch.stack([x.double() for x in (idx_B + vocab_start, z_tok_B, max_B, sumexp_B, u_B)], -1)
     all_RB5 = stats_B5.new_empty(tp_size * B, 5)
-    dist.all_gather_into_tensor(all_RB5, stats_B5, group=group)
+    _all_gather(all_RB5, stats_B5, group=group)
     all_RB5 = all_RB5.view(tp_size, B, 5)
     max_RB, M_B = all_RB5[..., 2], all_RB5[..., 2].max(0).values
     mass_RB = all_RB5[..., 3] * (max_RB - M_B).exp()  # each shard's sum exp(z) / exp(M)

@@ -152,6 +152,10 @@ class ParallelCfg:
     # token budget of one packed micro-batch; small on CPU, where packed attention is a dense [T, T]
     # masked SDPA (cost grows with T^2); raise it on a GPU
     micro_batch_tokens: int = 512
+    # Rollouts under TP: "gathered" (all-gather the student, every rank samples the whole model;
+    # layout-independent samples) or "sharded" (gadx.sampler.TPKVCacheSampler decodes on each
+    # rank's shard and samples vocab-parallel: no full copy, no [B, V] gather; needs pp=1)
+    rollout: str = "gathered"
 
 
 @dataclass(kw_only=True)
@@ -334,6 +338,10 @@ def validate(cfg: TrainConfig) -> None:
     if s.sft_lr_warmup < 0 or not 0.0 <= s.sft_lr_min_ratio <= 1.0:
         raise ValueError(f"stages.sft_lr_warmup must be >= 0 and sft_lr_min_ratio in [0, 1], "
                          f"got {s.sft_lr_warmup}, {s.sft_lr_min_ratio}")
+    if p.rollout not in ("gathered", "sharded"):
+        raise ValueError(f"parallel.rollout must be gathered or sharded, got {p.rollout!r}")
+    if p.rollout == "sharded" and p.pp > 1:
+        raise ValueError(f"parallel.rollout=sharded runs on the TP shards of one pipeline stage; got parallel.pp={p.pp}")
     if m.dtype not in DTYPES:
         raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
     if m.fp8 and not m.use_te:

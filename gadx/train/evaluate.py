@@ -15,8 +15,6 @@ from typing import Any
 
 from gadx.eval.diagnostics import world_metrics
 
-from .engine import full_hf_state
-
 from .sequences import encode_prompt
 
 COLUMNS = ("task_accuracy", "teacher_possible", "teacher_logprob_per_token", "phrasing_distance", "len_tokens")
@@ -34,7 +32,7 @@ def _score(env, prompts: list[str], texts: list[str], n_tokens: list[int]) -> di
 
 
 def evaluate_student(env, model, n: int) -> dict[str, dict[str, float]]:
-    env.engine.load_weights(full_hf_state(model))
+    env.engine.load_weights(env.engine_weights(model))
     out = {}
     for split in ("test_id", "test_ood"):
         prompts = [ex.prompt for ex in env.world.split(split)[:n]]

@@ -87,8 +87,16 @@ class Env:
         # the largest generate() call: one rollout call, the held-out D check, or an evaluation
         per_call = s.rollout_prompts_per_call or max(s.sft_prompts_per_step, s.prompts_per_step) // self.dims.dp
         max_batch = max(per_call * s.n_samples, len(self.held), r.eval_size, r.eval_limit)
-        self.engine = KVCacheSampler(self.model_cfg, device=self.dims.device, dtype=self.dtype, max_batch=max_batch,
-                                     max_seq_len=s.max_prompt_len + s.max_response_len)
+        self.sharded_rollout = cfg.parallel.rollout == "sharded" and self.dims.tp > 1
+        if self.sharded_rollout:
+            from gadx.sampler import TPKVCacheSampler
+
+            self.engine = TPKVCacheSampler(self.model_cfg, tp_group=self.dims.tp_group, device=self.dims.device,
+                                           dtype=self.dtype, max_batch=max_batch,
+                                           max_seq_len=s.max_prompt_len + s.max_response_len)
+        else:
+            self.engine = KVCacheSampler(self.model_cfg, device=self.dims.device, dtype=self.dtype, max_batch=max_batch,
+                                         max_seq_len=s.max_prompt_len + s.max_response_len)
         self._connect_teacher()
         self._prompt_cache: dict[int, list[int]] = {}
         self.truncated_prompts = 0
@@ -121,6 +129,15 @@ class Env:
             max_position_embeddings=self.cfg.stages.max_prompt_len + self.cfg.stages.max_response_len,
             bos_token_id=self.tok.bos_id, eos_token_id=self.tok.eos_id, pad_token_id=self.tok.pad_id,
         )
+
+    def engine_weights(self, model) -> dict[str, torch.Tensor]:
+        """The student's weights as the rollout engine takes them: this rank's TP shard (sharded
+        rollouts, no communication) or the whole model (gathered over TP and PP)."""
+        from gadx.sampler import local_hf_state_dict
+
+        from .engine import full_hf_state
+
+        return local_hf_state_dict(model) if self.sharded_rollout else full_hf_state(model)
 
     @property
     def dtype(self) -> torch.dtype:

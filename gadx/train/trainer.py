@@ -31,7 +31,7 @@ import torch
 from . import checkpoint as ck
 from .config import TrainConfig, sft_lr
 from .data import Cursor
-from .engine import Player, full_hf_state
+from .engine import Player
 from .losses import pairwise_acc
 from .metrics import MetricsLogger, Progress
 from .reduce import seq_values
@@ -95,7 +95,7 @@ class Run:
         env = self.env
         return StepContext(
             student=self.G, disc=self.D, ref=self.ref, engine=env.engine,
-            sync_weights=lambda: env.engine.load_weights(full_hf_state(self.G.model)),
+            sync_weights=lambda: env.engine.load_weights(env.engine_weights(self.G.model)),
             eos_ids=env.eos_ids, stages=self.cfg.stages, budget=self.cfg.parallel.micro_batch_tokens,
             dims=self.dims, sample_seed=(self.cfg.run.seed * 1_000_003) % (2**31), recorder=self.recorder,
         )
@@ -209,6 +209,11 @@ class Run:
 
     # ---- the loop -------------------------------------------------------------------------
 
+    def _warn(self, msg: str) -> None:
+        """Every rank sees the same (reduced) numbers: one copy of a warning is enough."""
+        if self.rank0:
+            warn(msg)
+
     def train(self) -> dict[str, Any]:
         cfg, env = self.cfg, self.env
         self._players()
@@ -243,7 +248,7 @@ class Run:
                 if stage_step >= plan.steps:
                     if plan.stage == "gate":
                         self.gad_skipped = True
-                        warn(f"D's held-out pairwise accuracy {self.last_heldout_acc:.3f} stayed below "
+                        self._warn(f"D's held-out pairwise accuracy {self.last_heldout_acc:.3f} stayed below "
                              f"stages.gad.d_acc_gate={cfg.stages.gad.d_acc_gate} after {plan.steps} D-only steps: "
                              "skipping the GAD stage (a chance-level discriminator turns it into a random walk)")
                     stage_i, stage_step = stage_i + 1, 0
@@ -310,7 +315,7 @@ class Run:
             self.last_heldout_acc = acc
             m["d_acc/heldout"] = acc
             if stage == "gad" and acc < 0.55:
-                warn(f"step {step}: D's held-out pairwise accuracy fell to {acc:.3f} (chance is 0.5); GAD updates now add noise")
+                self._warn(f"step {step}: D's held-out pairwise accuracy fell to {acc:.3f} (chance is 0.5); GAD updates now add noise")
         if cfg.run.eval_every and step % cfg.run.eval_every == 0 and stage != "gate":
             m.update(self.small_eval(ctx))
         skipped = bool(m.get("skipped/g")) or bool(m.get("skipped/d"))
@@ -324,7 +329,7 @@ class Run:
             return m
         ls, lt = m.get("len/student"), m.get("len/teacher")
         if stage == "gad" and ls and lt and ls > cfg.stages.length_drift * lt:
-            warn(f"step {step}: student responses ({ls:.1f} tokens) exceed {cfg.stages.length_drift}x the teacher's ({lt:.1f})")
+            self._warn(f"step {step}: student responses ({ls:.1f} tokens) exceed {cfg.stages.length_drift}x the teacher's ({lt:.1f})")
         m.update({"stage": stage, "lr/g": self.G.opt.param_groups[0]["lr"], "time/step": dt, "time/teacher_wait": batch.teacher_wait_s,
                   **{f"time/{k}": v for k, v in ctx.times.items()},
                   "tokens_per_s": m.pop("tokens") / dt, "teacher/cost_usd": self.env.teacher_cost(),
@@ -347,11 +352,14 @@ class Run:
         cfg = self.cfg
         suites = [x for x in cfg.run.eval_suites.split(",") if x]
         ctx.sync_weights()
-        if not self.rank0 or (not suites and self.env.world is None):
+        if not suites and self.env.world is None:
             return {}
-        return evaluate_small(self.env.engine, self.env.tok, eos_ids=self.env.eos_ids, suites=suites,
+        if not self.rank0 and not self.env.sharded_rollout:  # a sharded sampler needs every TP rank
+            return {}
+        out = evaluate_small(self.env.engine, self.env.tok, eos_ids=self.env.eos_ids, suites=suites,
                               limit=cfg.run.eval_limit, max_new_tokens=cfg.stages.max_response_len,
                               world=self.env.world, seed=cfg.run.seed)
+        return out if self.rank0 else {}
 
 
 def _plain(v: Any) -> Any:

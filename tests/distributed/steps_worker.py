@@ -1,7 +1,8 @@
 """One rank of the layout-equality check: 3 GAD steps (gadx.train.run_steps) from the same HF
 student / discriminator folders and seed, at each layout given, rows written to
 OUT/<layout>/rows.json by global rank 0. A layout is TPxPP; the data-parallel size is what
-the world size leaves (world 2 with 1x1 = DP2).
+the world size leaves (world 2 with 1x1 = DP2). A trailing g / s (2x1s) evaluates greedily
+every step with rollouts gathered / sharded over TP (parallel.rollout).
 
     RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29555 \
         python tests/distributed/steps_worker.py STUDENT DISC OUT 2x1 1x2 1x1
@@ -26,11 +27,11 @@ SETTINGS = {
 }
 
 
-def config(out: Path, tp: int, pp: int):
+def config(out: Path, tp: int, pp: int, extra: dict | None = None):
     from gadx.train.config import load_config
 
     argv = []
-    for k, v in {**SETTINGS, "run.out_dir": str(out), "parallel.tp": str(tp), "parallel.pp": str(pp)}.items():
+    for k, v in {**SETTINGS, "run.out_dir": str(out), "parallel.tp": str(tp), "parallel.pp": str(pp), **(extra or {})}.items():
         argv += ["--set", f"{k}={v}"]
     cfg, rest = load_config(argv)
     assert not rest
@@ -46,10 +47,13 @@ if __name__ == "__main__":
 
     student, disc, out_root, layouts = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4:]
     for i, layout in enumerate(layouts):
-        tp, pp = map(int, layout.split("x"))
+        # a trailing "g" / "s": greedy evaluation every step, rollouts gathered / sharded over TP
+        rollout = {"g": "gathered", "s": "sharded"}.get(layout[-1])
+        tp, pp = map(int, layout.rstrip("gs").split("x"))
         world = int(os.environ["WORLD_SIZE"])
-        sub = out_root / f"tp{tp}pp{pp}dp{world // (tp * pp)}"
-        rows = run_steps(config(sub, tp, pp), STEPS, student=student, discriminator=disc)
+        sub = out_root / (f"tp{tp}pp{pp}dp{world // (tp * pp)}" + (f"-{rollout}" if rollout else ""))
+        extra = {"parallel.rollout": rollout, "run.eval_every": "1", "run.eval_limit": "4"} if rollout else None
+        rows = run_steps(config(sub, tp, pp, extra), STEPS, student=student, discriminator=disc)
         if dist.get_rank() == 0:
             (sub / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
         destroy_parallel(keep_process_group=i < len(layouts) - 1)

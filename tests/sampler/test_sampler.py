@@ -147,3 +147,25 @@ def test_bad_input_raises(hf_model):
         kw = {"max_new_tokens": 2, **kw}
         with pytest.raises(ValueError, match=msg):
             sampler.generate(kw.pop("prompts"), **kw)
+
+
+def test_llama31_rope_scaling_matches_transformers():
+    """Llama 3.1/3.2 checkpoints scale RoPE ("llama3"): the sampler's rotary tables must follow,
+    or its rollouts drift from the trained model. A scale that bites at these short lengths
+    (original_max_position_embeddings=8, factor 8) makes the check sensitive."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=257, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=3,
+                      num_key_value_heads=3, tie_word_embeddings=True, rope_theta=1e4, max_position_embeddings=256,
+                      initializer_range=0.3, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                      rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 8})
+    hf = LlamaForCausalLM(cfg).eval()
+    assert model_config(hf).rope_scaling is not None
+    out = make_sampler(hf).generate(PROMPTS, max_new_tokens=16, temperature=0, seed=0)
+    for prompt, resp in zip(PROMPTS, out.responses):
+        assert resp == hf_greedy(hf, prompt, 16)
+    logits = recompute_logits(hf, PROMPTS[0], out.responses[0])
+    want = torch.log_softmax(logits, -1).gather(1, torch.tensor(out.responses[0])[:, None])[:, 0]
+    torch.testing.assert_close(out.logprobs[0], want, atol=1e-4, rtol=1e-4)

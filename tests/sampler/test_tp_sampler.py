@@ -27,7 +27,7 @@ FAMILIES = {
 PROMPTS = [[5, 17, 33, 9, 100, 3, 250], [42], [7, 8, 9, 10], [200, 11]]
 GREEDY_N, SAMPLE_N, TEMPERATURES = 24, 16, (1.0, 0.7)
 # distribution check: one prompt repeated DIST_B times, one new token each
-DIST_PROMPT, DIST_B, DIST_T, DIST_SEED = [5, 17, 33], 2000, 2.0, 11
+DIST_PROMPT, DIST_B, DIST_T, DIST_SEED = [5, 17, 33], 2000, 0.8, 11
 
 
 def build_hf(family: str, seed: int = 0):
@@ -183,10 +183,11 @@ def chi_square_p(counts_V: torch.Tensor, probs_V: torch.Tensor, n: int) -> float
     chi-square approximation holds). Any count in a zero-probability bin gives p = 0."""
     if (counts_V[probs_V == 0] > 0).any():
         return 0.0
-    expected = probs_V.double() * n
+    counts_V, expected = counts_V[probs_V > 0], probs_V[probs_V > 0].double() * n
     big = expected >= 5
-    obs = torch.cat([counts_V[big].double(), counts_V[~big].sum().double()[None]])
-    exp = torch.cat([expected[big], expected[~big].sum()[None]])
+    pool = [] if big.all() else [~big]
+    obs = torch.cat([counts_V[big].double(), *(counts_V[m].sum().double()[None] for m in pool)])
+    exp = torch.cat([expected[big], *(expected[m].sum()[None] for m in pool)])
     stat = ((obs - exp) ** 2 / exp).sum()
     df = obs.numel() - 1
     return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), stat / 2))
@@ -282,21 +283,25 @@ def measure_worker(root: Path) -> None:
     single.load_weights(full)
     tp = TPKVCacheSampler(cfg, tp_group=dist.group.WORLD, max_batch=MEASURE_B, max_seq_len=MEASURE_P + MEASURE_N)
     tp.load_weights({k: v.clone() for k, v in shard_hf_state(full, cfg, rank, world).items()})
+    engines = {"single_replicated": single, "tp2": tp}
     rows = {}
-    for name, engine in (("single_replicated", single), ("tp2", tp)):
+    for name, engine in engines.items():
         engine.generate(prompts[:4], max_new_tokens=4, temperature=1.0, seed=1)  # warm-up
         c = engine.decoder.cache
         weights = sum({t.data_ptr(): t.numel() * t.element_size() for t in full.values()}.values()) \
             if engine is single else tp.memory_bytes()["weights"]
         rows[name] = dict(weight_bytes=weights, kv_cache_bytes=c.numel() * c.element_size())
-        for T in (1.0, 0.0):
-            dist.barrier()
-            best = float("inf")
-            for _ in range(3):
+    best = {}
+    for _ in range(4):  # engines interleaved, best of 4: the machine's load varies from second to second
+        for name, engine in engines.items():
+            for T in (1.0, 0.0):
+                dist.barrier()
                 t0 = time.perf_counter()
                 engine.generate(prompts, max_new_tokens=MEASURE_N, temperature=T, seed=0)
-                best = min(best, time.perf_counter() - t0)
-            rows[name][f"tok_per_s_T{T}"] = MEASURE_B * MEASURE_N / best
+                key = (name, T)
+                best[key] = min(best.get(key, float("inf")), time.perf_counter() - t0)
+    for (name, T), sec in best.items():
+        rows[name][f"tok_per_s_T{T}"] = MEASURE_B * MEASURE_N / sec
     x = torch.zeros(MEASURE_B, cfg.hidden_size)
     dist.barrier()
     t0 = time.perf_counter()
