@@ -133,8 +133,16 @@ class Decoder:
         self.cos, self.sin = rope_tables(cfg, max_seq_len, device=device, dtype=dtype)
         self.scale = cfg.head_dim ** -0.5
 
+    # Hooks a tensor-parallel decoder overrides (tp_sampler.py): the embedding lookup and the sum of
+    # partial outputs of o_proj / down_proj over the TP group.
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weights.embed)
+
+    def _sum(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
     def _mlp(self, w: LayerWeights, h: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.silu(F.linear(h, w.w_gate)) * F.linear(h, w.w_up), w.w_down)
+        return self._sum(F.linear(F.silu(F.linear(h, w.w_gate)) * F.linear(h, w.w_up), w.w_down))
 
     def prefill(self, ids_BP: torch.Tensor, pad_B: torch.Tensor) -> torch.Tensor:
         """Run left-padded prompts (``pad_B`` leading pads per row), fill cache slots ``[0, P)``.
@@ -151,7 +159,7 @@ class Decoder:
         causal_PP = ar[None, :] <= ar[:, None]
         mask_B1PP = (causal_PP[None] & (valid_BP[:, None, :] | torch.eye(P, dtype=torch.bool, device=ar.device)))[:, None]
         cos, sin = self.cos[pos_BP][:, None], self.sin[pos_BP][:, None]  # [B, 1, P, D]
-        x = F.embedding(ids_BP, W.embed)
+        x = self._embed(ids_BP)
         for i, w in enumerate(W.layers):
             h = F.rms_norm(x, (cfg.hidden_size,), w.ln_in, cfg.rms_norm_eps)
             q = F.linear(h, w.wq, w.bq).view(B, P, Hq, D).transpose(1, 2)
@@ -161,7 +169,7 @@ class Decoder:
             self.cache[i, 0, :B, :, :P] = k
             self.cache[i, 1, :B, :, :P] = v
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_B1PP, scale=self.scale, enable_gqa=True)
-            x = x + F.linear(o.transpose(1, 2).reshape(B, P, Hq * D), w.wo)
+            x = x + self._sum(F.linear(o.transpose(1, 2).reshape(B, P, Hq * D), w.wo))
             h = F.rms_norm(x, (cfg.hidden_size,), w.ln_post, cfg.rms_norm_eps)
             x = x + self._mlp(w, h)
         x = F.rms_norm(x[:, -1], (cfg.hidden_size,), W.norm, cfg.rms_norm_eps)
@@ -180,7 +188,7 @@ class Decoder:
         n = slot + 1
         cos, sin = self.cos[pos_B][:, None], self.sin[pos_B][:, None]  # [B, 1, D]
         bias = bias_BS[:, None, None, :n]
-        x = F.embedding(tok_B, W.embed)
+        x = self._embed(tok_B)
         for i, w in enumerate(W.layers):
             h = F.rms_norm(x, (cfg.hidden_size,), w.ln_in, cfg.rms_norm_eps)
             # Query heads grouped by their KV head: [B, Hkv, G, D] attends to [B, Hkv, n, D] by plain bmm,
@@ -193,7 +201,7 @@ class Decoder:
             vc[:, :, slot] = v
             scores = torch.matmul(q, kc[:, :, :n].transpose(-1, -2)).mul_(self.scale).add_(bias)
             o = torch.matmul(scores.softmax(-1), vc[:, :, :n])  # [B, Hkv, G, D]
-            x = x + F.linear(o.reshape(B, -1), w.wo)
+            x = x + self._sum(F.linear(o.reshape(B, -1), w.wo))
             h = F.rms_norm(x, (cfg.hidden_size,), w.ln_post, cfg.rms_norm_eps)
             x = x + self._mlp(w, h)
         x = F.rms_norm(x, (cfg.hidden_size,), W.norm, cfg.rms_norm_eps)

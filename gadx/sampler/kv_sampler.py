@@ -35,7 +35,10 @@ class KVCacheSampler:
         self.cfg = cfg
         self.device, self.dtype = torch.device(device), dtype
         self.check_every = check_every
-        self.decoder = Decoder(cfg, max_batch=max_batch, max_seq_len=max_seq_len, device=self.device, dtype=dtype)
+        self.decoder = self._make_decoder(max_batch, max_seq_len)
+
+    def _make_decoder(self, max_batch: int, max_seq_len: int) -> Decoder:
+        return Decoder(self.cfg, max_batch=max_batch, max_seq_len=max_seq_len, device=self.device, dtype=self.dtype)
 
     @property
     def max_batch(self) -> int:
@@ -78,6 +81,10 @@ class KVCacheSampler:
         if bad:
             raise ValueError(f"eos_ids {bad} outside [0, {V})")
 
+    def _select(self, logits_BV, temperature, top_k, top_p, gen):
+        """The next token of every row and its log-prob (a TP sampler picks across vocab shards)."""
+        return sample(logits_BV, temperature=temperature, top_k=top_k, top_p=top_p, generator=gen)
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, eos_ids: Sequence[int] = (), seed: int | None = None) -> Rollout:
@@ -108,7 +115,7 @@ class KVCacheSampler:
         logits_BV = self.decoder.prefill(ids_BP, pad_B)
         steps = N
         for t in range(N):
-            tok_B, lp_B = sample(logits_BV, temperature=temperature, top_k=top_k, top_p=top_p, generator=gen)
+            tok_B, lp_B = self._select(logits_BV, temperature, top_k, top_p, gen)
             tokens_BN[:, t] = tok_B
             logp_BN[:, t] = lp_B
             done_B |= torch.isin(tok_B, eos_E)

@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from gadx.models.config import ModelConfig
-from gadx.sampler.decoder import Decoder, _rope, bind_weights, expected_shapes
+from gadx.sampler.decoder import Decoder, bind_weights, expected_shapes
 from gadx.sampler.engine import Rollout
 from gadx.sampler.kv_sampler import KVCacheSampler
 from gadx.sampler.sampling import sample
@@ -138,7 +138,6 @@ class _TPDecoder(Decoder):
                  max_seq_len: int, device: torch.device, dtype: torch.dtype):
         super().__init__(local_config(cfg, tp_size), max_batch=max_batch, max_seq_len=max_seq_len, device=device,
                          dtype=dtype)
-        self.hidden_size, self.eps = cfg.hidden_size, cfg.rms_norm_eps
         self.group, self.tp_size = tp_group, tp_size
         self.vocab_start, self.vocab_end, _ = vocab_shard(cfg.vocab_size, tp_rank, tp_size)
 
@@ -154,61 +153,6 @@ class _TPDecoder(Decoder):
         outside = (ids < self.vocab_start) | (ids >= self.vocab_end)
         x = F.embedding(local.masked_fill(outside, 0), self.weights.embed)
         return self._sum(x.masked_fill_(outside[..., None], 0.0))
-
-    def _norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (self.hidden_size,), w, self.eps)
-
-    def _mlp(self, w, h: torch.Tensor) -> torch.Tensor:
-        return self._sum(super()._mlp(w, h))
-
-    def prefill(self, ids_BP: torch.Tensor, pad_B: torch.Tensor) -> torch.Tensor:
-        """``Decoder.prefill`` on the shard, with the embedding / o_proj / down_proj sums; ``[B, V_local]``."""
-        cfg, W = self.cfg, self.weights
-        B, P = ids_BP.shape
-        Hq, Hkv, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        ar = torch.arange(P, device=ids_BP.device)
-        valid_BP = ar[None, :] >= pad_B[:, None]
-        pos_BP = (ar[None, :] - pad_B[:, None]).clamp_min(0)
-        causal_PP = ar[None, :] <= ar[:, None]
-        mask_B1PP = (causal_PP[None] & (valid_BP[:, None, :] | torch.eye(P, dtype=torch.bool, device=ar.device)))[:, None]
-        cos, sin = self.cos[pos_BP][:, None], self.sin[pos_BP][:, None]
-        x = self._embed(ids_BP)
-        for i, w in enumerate(W.layers):
-            h = self._norm(x, w.ln_in)
-            q = F.linear(h, w.wq, w.bq).view(B, P, Hq, D).transpose(1, 2)
-            k = F.linear(h, w.wk, w.bk).view(B, P, Hkv, D).transpose(1, 2)
-            v = F.linear(h, w.wv, w.bv).view(B, P, Hkv, D).transpose(1, 2)
-            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
-            self.cache[i, 0, :B, :, :P] = k
-            self.cache[i, 1, :B, :, :P] = v
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_B1PP, scale=self.scale, enable_gqa=True)
-            x = x + self._sum(F.linear(o.transpose(1, 2).reshape(B, P, Hq * D), w.wo))
-            x = x + self._mlp(w, self._norm(x, w.ln_post))
-        return F.linear(self._norm(x[:, -1], W.norm), W.lm_head)
-
-    def decode(self, tok_B: torch.Tensor, pos_B: torch.Tensor, slot: int, bias_BS: torch.Tensor) -> torch.Tensor:
-        """``Decoder.decode`` on the shard, with the embedding / o_proj / down_proj sums; ``[B, V_local]``."""
-        cfg, W = self.cfg, self.weights
-        B = tok_B.shape[0]
-        Hkv, D = cfg.num_kv_heads, cfg.head_dim
-        G = cfg.num_heads // Hkv
-        n = slot + 1
-        cos, sin = self.cos[pos_B][:, None], self.sin[pos_B][:, None]
-        bias = bias_BS[:, None, None, :n]
-        x = self._embed(tok_B)
-        for i, w in enumerate(W.layers):
-            h = self._norm(x, w.ln_in)
-            q = _rope(F.linear(h, w.wq, w.bq).view(B, Hkv, G, D), cos[:, None], sin[:, None])
-            k = _rope(F.linear(h, w.wk, w.bk).view(B, Hkv, D), cos, sin)
-            v = F.linear(h, w.wv, w.bv).view(B, Hkv, D)
-            kc, vc = self.cache[i, 0, :B], self.cache[i, 1, :B]
-            kc[:, :, slot] = k
-            vc[:, :, slot] = v
-            scores = torch.matmul(q, kc[:, :, :n].transpose(-1, -2)).mul_(self.scale).add_(bias)
-            o = torch.matmul(scores.softmax(-1), vc[:, :, :n])
-            x = x + self._sum(F.linear(o.reshape(B, -1), w.wo))
-            x = x + self._mlp(w, self._norm(x, w.ln_post))
-        return F.linear(self._norm(x, W.norm), W.lm_head)
 
 
 def vocab_parallel_sample(logits_BV: torch.Tensor, *, temperature: float, vocab_start: int, vocab_end: int,
@@ -265,18 +209,15 @@ class TPKVCacheSampler(KVCacheSampler):
     def __init__(self, cfg: ModelConfig, *, tp_group, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, max_batch: int = 64, max_seq_len: int | None = None,
                  check_every: int = 8):
-        if max_seq_len is None:
-            max_seq_len = min(cfg.max_position_embeddings, 2048)
-        if max_batch < 1 or max_seq_len < 2:
-            raise ValueError(f"need max_batch >= 1 and max_seq_len >= 2, got {max_batch} and {max_seq_len}")
-        self.cfg = cfg
-        self.device, self.dtype = torch.device(device), dtype
-        self.check_every = check_every
         self.tp_group = tp_group
         self.tp_size = 1 if tp_group is None else dist.get_world_size(tp_group)
         self.tp_rank = 0 if tp_group is None else dist.get_rank(tp_group)
-        self.decoder = _TPDecoder(cfg, tp_group=tp_group, tp_rank=self.tp_rank, tp_size=self.tp_size,
-                                  max_batch=max_batch, max_seq_len=max_seq_len, device=self.device, dtype=dtype)
+        super().__init__(cfg, device=device, dtype=dtype, max_batch=max_batch, max_seq_len=max_seq_len,
+                         check_every=check_every)
+
+    def _make_decoder(self, max_batch: int, max_seq_len: int) -> Decoder:
+        return _TPDecoder(self.cfg, tp_group=self.tp_group, tp_rank=self.tp_rank, tp_size=self.tp_size,
+                          max_batch=max_batch, max_seq_len=max_seq_len, device=self.device, dtype=self.dtype)
 
     def load_weights(self, hf_state_dict: Mapping[str, torch.Tensor]) -> None:
         """Point the decoder at THIS rank's shard (``local_hf_state_dict(model)`` or ``shard_hf_state``);
@@ -301,56 +242,12 @@ class TPKVCacheSampler(KVCacheSampler):
                                      vocab_end=self.decoder.vocab_end, group=self.tp_group, tp_size=self.tp_size,
                                      generator=gen)
 
-    @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, eos_ids: Sequence[int] = (), seed: int | None = None) -> Rollout:
-        """As ``KVCacheSampler.generate``; collective over ``tp_group`` (same arguments on every rank)."""
-        prompts = [list(p) for p in prompts]
-        eos_ids = list(eos_ids)
-        self._check(prompts, max_new_tokens, temperature, top_p, top_k, eos_ids)
+        """As ``KVCacheSampler.generate``; collective over ``tp_group`` (same arguments on every rank).
+        Tokens come from one all-gather, so every rank stops at the same step."""
         if self.tp_size > 1 and (top_k > 0 or top_p < 1.0):
             raise ValueError(f"top_k={top_k} / top_p={top_p} need the full vocabulary distribution; "
                              f"TPKVCacheSampler at TP={self.tp_size} supports only top_k=0 and top_p=1.0")
-        dev, B, N = self.device, len(prompts), max_new_tokens
-        plen_B = torch.tensor([len(p) for p in prompts], device=dev)
-        P = max(len(p) for p in prompts)
-        ids_BP = torch.zeros(B, P, dtype=torch.long, device=dev)
-        for i, p in enumerate(prompts):
-            ids_BP[i, P - len(p):] = torch.tensor(p)
-        pad_B = P - plen_B
-        slots_S = torch.arange(self.max_seq_len, device=dev)
-        bias_BS = torch.zeros(B, self.max_seq_len, device=dev, dtype=self.dtype)
-        bias_BS.masked_fill_(slots_S[None] < pad_B[:, None], float("-inf"))
-        gen = None
-        if seed is not None:
-            gen = torch.Generator(device=dev)
-            gen.manual_seed(seed)
-        eos_E = torch.tensor(eos_ids, dtype=torch.long, device=dev)
-
-        tokens_BN = torch.zeros(B, N, dtype=torch.long, device=dev)
-        logp_BN = torch.zeros(B, N, dtype=torch.float32, device=dev)
-        done_B = torch.zeros(B, dtype=torch.bool, device=dev)
-        logits_BV = self.decoder.prefill(ids_BP, pad_B)
-        steps = N
-        for t in range(N):
-            tok_B, lp_B = self._select(logits_BV, temperature, top_k, top_p, gen)
-            tokens_BN[:, t] = tok_B
-            logp_BN[:, t] = lp_B
-            done_B |= torch.isin(tok_B, eos_E)
-            # done_B is identical on every rank (tokens come from one all-gather): all ranks stop together
-            if t == N - 1 or ((t + 1) % self.check_every == 0 and bool(done_B.all())):
-                steps = t + 1
-                break
-            logits_BV = self.decoder.decode(tok_B, plen_B + t, P + t, bias_BS)
-
-        tokens_BN, logp_BN = tokens_BN[:, :steps], logp_BN[:, :steps]
-        is_eos_BN = torch.isin(tokens_BN, eos_E)
-        finished_B = is_eos_BN.any(-1)
-        lengths_B = torch.where(finished_B, is_eos_BN.int().argmax(-1) + 1, steps).cpu()
-        tokens, lengths, logp = tokens_BN.tolist(), lengths_B.tolist(), logp_BN.cpu()
-        return Rollout(
-            responses=[tokens[i][: lengths[i]] for i in range(B)],
-            logprobs=[logp[i, : lengths[i]].clone() for i in range(B)],
-            finished=finished_B.tolist(),
-            lengths=lengths_B,
-        )
+        return super().generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                top_k=top_k, eos_ids=eos_ids, seed=seed)

@@ -11,7 +11,6 @@ import json
 import math
 import statistics
 from pathlib import Path
-from typing import Any
 
 from gadx.eval.diagnostics import world_metrics
 

@@ -10,8 +10,6 @@ teacher is a black box behind ``gadx.serve``.
 """
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Any
 

@@ -195,7 +195,7 @@ class Run:
     @torch.no_grad()
     def heldout_acc(self, ctx: StepContext, step: int) -> float:
         """D's pairwise accuracy on held-out prompts: teacher reply vs one fresh student sample each."""
-        env, n = self.env, self.cfg.stages.n_samples
+        env = self.env
         prompts, teacher = env.heldout()
         ctx.sync_weights()
         roll = env.engine.generate(prompts, max_new_tokens=self.cfg.stages.max_response_len,
