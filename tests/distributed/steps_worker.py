@@ -2,7 +2,7 @@
 student / discriminator folders and seed, at each layout given, rows written to
 OUT/<layout>/rows.json by global rank 0. A layout is TPxPP; the data-parallel size is what
 the world size leaves (world 2 with 1x1 = DP2). A trailing g / s (2x1s) evaluates greedily
-every step with rollouts gathered / sharded over TP (parallel.rollout).
+at step 0, with rollouts gathered / sharded over TP (parallel.rollout).
 
     RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29555 \
         python tests/distributed/steps_worker.py STUDENT DISC OUT 2x1 1x2 1x1
@@ -52,7 +52,8 @@ if __name__ == "__main__":
         tp, pp = map(int, layout.rstrip("gs").split("x"))
         world = int(os.environ["WORLD_SIZE"])
         sub = out_root / (f"tp{tp}pp{pp}dp{world // (tp * pp)}" + (f"-{rollout}" if rollout else ""))
-        extra = {"parallel.rollout": rollout, "run.eval_every": "1", "run.eval_limit": "4"} if rollout else None
+        # greedy evaluation at step 0 only (before any update): what the sharded check compares
+        extra = {"parallel.rollout": rollout, "run.eval_every": "1000", "run.eval_limit": "4"} if rollout else None
         rows = run_steps(config(sub, tp, pp, extra), STEPS, student=student, discriminator=disc)
         if dist.get_rank() == 0:
             (sub / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
