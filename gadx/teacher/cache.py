@@ -72,9 +72,20 @@ _INSERT_RESPONSE = (
 _INSERT_LEDGER = f"INSERT INTO ledger ({','.join(LEDGER_COLUMNS)}) VALUES ({','.join('?' * len(LEDGER_COLUMNS))})"
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
-    conn.execute("PRAGMA journal_mode=WAL")
+def _connect(path: str, deadline_s: float = 60.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=deadline_s)
+    # Switching a new file to WAL while another process (a trainer's other rank) does the same can
+    # fail at once with "database is locked": SQLite skips the busy handler there. Retry instead.
+    t_end, wait = time.monotonic() + deadline_s, 0.01
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > t_end:
+                raise
+            time.sleep(wait)
+            wait = min(wait * 2, 0.5)
     conn.execute("PRAGMA synchronous=FULL")
     conn.row_factory = sqlite3.Row
     return conn
