@@ -304,6 +304,9 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"parallel.{name} must be >= 1, got {getattr(p, name)}")
     if s.sft_prompts_per_step < 0:
         raise ValueError(f"stages.sft_prompts_per_step must be >= 0, got {s.sft_prompts_per_step}")
+    if s.sft_prompts_per_step > s.prompts_per_step and s.sft_prompts_per_step % s.prompts_per_step:
+        raise ValueError(f"stages.sft_prompts_per_step={s.sft_prompts_per_step} must be a multiple of "
+                         f"stages.prompts_per_step={s.prompts_per_step} (D's warmup batch is every k-th SFT prompt)")
     if s.prompts_per_step < 1 or s.n_samples < 1:
         raise ValueError(f"stages.prompts_per_step and stages.n_samples must be >= 1, got {s.prompts_per_step}, {s.n_samples}")
     if s.n_samples < 2 and r.plan != "seqkd":

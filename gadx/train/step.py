@@ -40,13 +40,14 @@ class Batch:
     first: int = 0  # global index (within the step) of this rank's first prompt
     teacher_wait_s: float = 0.0
 
-    def head(self, global_prompts: int, dp: int) -> "Batch":
-        """The first global_prompts // dp prompts of this rank's slice (D's share of a larger SFT batch)."""
-        k = global_prompts // dp
-        if k >= len(self.prompts):
+    def every(self, m: int) -> "Batch":
+        """Every m-th prompt of the step (global indices 0, m, 2m, ...), D's share of a larger SFT
+        batch: the same prompts at every DP size, since each rank's slice starts at a multiple of m."""
+        if m <= 1:
             return self
-        return Batch(self.prompts[:k], self.teacher[:k], self.teacher_finished[:k], global_prompts,
-                     self.first, self.teacher_wait_s)
+        assert self.first % m == 0 and self.global_prompts % m == 0, (self.first, self.global_prompts, m)
+        return Batch(self.prompts[::m], self.teacher[::m], self.teacher_finished[::m], self.global_prompts // m,
+                     self.first // m, self.teacher_wait_s)
 
 
 @dataclass
@@ -231,9 +232,9 @@ def warmup_step(ctx: StepContext, batch: Batch, step: int, *, d_only: bool, g_on
     local = {"len/teacher": sum(map(len, batch.teacher)) / len(batch.teacher), "tokens": 0}
     m: dict[str, Any] = {}
     if not g_only:  # g_only: no D update at this step (D not started yet, or between its d_every updates)
-        # D trains on stages.prompts_per_step prompts: a larger SFT batch would make every D step
-        # a rollout of sft_prompts_per_step x n_samples
-        d_batch = batch.head(ctx.stages.prompts_per_step, ctx.dims.dp)
+        # D trains on stages.prompts_per_step prompts (every m-th of a larger SFT batch): all of
+        # them would make every D step a rollout of sft_prompts_per_step x n_samples
+        d_batch = batch.every(batch.global_prompts // ctx.stages.prompts_per_step)
         prompts, responses, finished = _rollout(ctx, d_batch, step, n)
         with ctx.timed("update"):
             m = _d_update(ctx, d_batch, responses)

@@ -38,6 +38,7 @@ def test_seqkd_budget_matches_gad_student_updates():
         (["--set", "run.plan=foo"], "run.plan"),
         (["--config", "/nonexistent.toml"], "not found"),
         (["--set", "model.dtype=float16"], "model.dtype must be one of"),
+        (["--set", "stages.sft_prompts_per_step=20"], "must be a multiple of"),
         (["--set", "model.fp8=tensorwise"], "needs model.use_te=true"),
     ],
 )
@@ -61,7 +62,7 @@ def test_tp_not_dividing_heads_is_one_line_error():
 
 
 @pytest.mark.parametrize("sets, dp, match", [
-    (["stages.prompts_per_step=6"], 4, "prompts_per_step=6 is not divisible by the data-parallel size 4"),
+    (["stages.prompts_per_step=6", "stages.sft_prompts_per_step=0"], 4, "prompts_per_step=6 is not divisible by the data-parallel size 4"),
     (["stages.prompts_per_step=8", "stages.rollout_prompts_per_call=3"], 2, "rollout_prompts_per_call=3 does not divide"),
 ])
 def test_batch_not_divisible_is_one_line_error(sets, dp, match):
