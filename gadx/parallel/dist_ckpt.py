@@ -5,7 +5,7 @@
     ...                                        # later, at any TP/PP/DP layout:
     extra = load_sharded("ckpt/step-40", {"student": G2, "discriminator": D2})
     save_sharded(path, {"student": ddp_chunk}, optimizers={"student": opt})   # + optimizer state
-    load_sharded(path, {"student": ddp_chunk}, optimizers={"student": opt})   # same TP/PP only
+    load_sharded(path, {"student": ddp_chunk}, optimizers={"student": opt})   # at any layout too
 
 Every rank calls both (collective). Each model is a ``GadxModel`` (or megatron DDP around
 one); its tensors are written once as *global* tensors (megatron's ``torch_dist`` format:
@@ -17,10 +17,15 @@ models must have been built for the same ``ModelConfig`` and head.
 
 Optimizer state (``optimizers={"student": opt}``, the megatron optimizer from
 ``build_optimizer`` over the DDP-wrapped model passed under the same name) is saved in
-megatron's ``dp_reshardable`` format: it loads only at the TP/PP it was saved with (ValueError
-otherwise; load the weights alone then, and Adam restarts). megatron's ``fully_reshardable``
-format, the one that would follow TP/PP changes, saves but fails to load with torch's AdamW
-(megatron-core 0.16.1 without TE/Apex: the per-parameter ``step`` it expects is not saved).
+megatron's ``fully_reshardable`` format: fp32 main weights and Adam moments as global
+tensors in model space, so a run saved at one TP/PP/DP layout resumes at any other.
+megatron-core 0.16.1 needs four bridges, below: its save puts the state of parameters past a
+grad buffer's first bucket under other parameters' names (``_buffer_space_world_state``; a
+buffer has several buckets at PP > 1); and, without Apex/TE, its state_dict asserts on a
+never-stepped optimizer (``_ensure_adam_state``), its loader copies every per-parameter state
+key, torch Adam's ``step`` included, which the checkpoint holds only in the param groups
+(``_skip_step_copy``), and the restored count lands in one tensor shared by all parameters
+(``_restore_adam_steps``).
 
 Saving uses megatron's default ``torch_dist`` strategy, which starts a helper process
 (``multiprocessing`` spawn context, for its results queue) and forks writer processes:
@@ -29,6 +34,7 @@ installed. ``thread_count=1`` keeps the number of writer processes per rank at o
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -50,7 +56,7 @@ def _gadx_model(m):
     return m
 
 
-OPT_SHARDING = "dp_reshardable"  # the DistributedOptimizer format that works with torch's AdamW
+OPT_SHARDING = "fully_reshardable"  # model-space optimizer state: loads at any TP/PP/DP layout
 
 
 def _check_names(models: dict[str, Any], optimizers: dict[str, Any]) -> None:
@@ -69,7 +75,8 @@ def _sharded(models: dict[str, Any], optimizers: dict[str, Any], *, is_loading: 
     out = {name: _gadx_model(m).sharded_state_dict(prefix=f"{name}.", metadata=md) for name, m in models.items()}
     for name, opt in optimizers.items():
         # the optimizer finds its params' checkpoint keys through these sharded tensors (by identity)
-        out[f"{name}@optimizer"] = opt.sharded_state_dict(out[name], is_loading=is_loading, metadata=md)
+        with _buffer_space_world_state(opt):
+            out[f"{name}@optimizer"] = opt.sharded_state_dict(out[name], is_loading=is_loading, metadata=md)
     return out
 
 
@@ -113,7 +120,7 @@ def save_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | N
 
 def load_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | None = None) -> dict:
     """Fill the models (built at this process's layout) and, if given, the optimizers from
-    ``path``; returns ``extra``. Optimizer state loads only at the TP/PP it was saved with."""
+    ``path``; returns ``extra``. Any layout: weights and optimizer state are resharded."""
     from megatron.core import dist_checkpointing
 
     from gadx.models.gpt import _zero_vocab_padding
@@ -136,12 +143,6 @@ def load_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | N
         if want != have:
             diff = {k: (want.get(k), have.get(k)) for k in set(want) | set(have) if want.get(k) != have.get(k)}
             raise ValueError(f"{folder}: model {name!r} was saved with another config: {diff} (saved, built)")
-    saved, now = meta["layout"], _layout()
-    if optimizers and (saved["tp"], saved["pp"]) != (now["tp"], now["pp"]):
-        raise ValueError(
-            f"{folder}: optimizer state was saved at tp={saved['tp']} pp={saved['pp']} and reshards only over "
-            f"data parallel ranks, this run is tp={now['tp']} pp={now['pp']}: load the weights alone (optimizers=None)"
-        )
     from gadx.parallel.cpu_adapter import cpu_device_mode
 
     for opt in optimizers.values():
@@ -153,7 +154,7 @@ def load_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | N
         g.load_state_dict(state[name], strict=True)
         _zero_vocab_padding(g)  # pad rows past the saved vocab load as zeros; keep the invariant explicit
     for name, opt in optimizers.items():
-        with cpu_device_mode(), torch.no_grad():  # megatron copies into views of leaf main params
+        with cpu_device_mode(), torch.no_grad(), _skip_step_copy(opt):  # megatron copies into views of leaf main params
             opt.load_state_dict(state[f"{name}@optimizer"])
         _restore_adam_steps(opt)
     return meta["extra"]
@@ -174,6 +175,76 @@ def _ensure_adam_state(opt) -> None:
                     st["step"] = torch.zeros((), dtype=torch.float32)
                     st["exp_avg"] = torch.zeros_like(p)
                     st["exp_avg_sq"] = torch.zeros_like(p)
+
+
+@contextlib.contextmanager
+def _buffer_space_world_state(opt):
+    """megatron's fully_reshardable save gathers each grad buffer's optimizer state with the
+    padding between buckets removed, then slices it with parameter offsets that count that
+    padding: every parameter after the first bucket gets another parameter's state. A buffer
+    has several buckets at PP > 1 (the shared embedding on the last stage gets its own), where
+    Adam state saved at PP=2 resumed with wrong weights. Put each bucket back at its offset."""
+    patched = []
+    for o in getattr(opt, "chained_optimizers", [opt]):
+        gather = o.get_parameter_state_dp_zero
+
+        def in_buffer_space(*args, o=o, gather=gather, **kwargs):
+            state = gather(*args, **kwargs)
+            if state is None:
+                return None
+            for gbuf_idx, by_dtype in state.items():
+                if gbuf_idx == "buckets_coalesced":
+                    continue
+                buffer = o.buffers[gbuf_idx]
+                for world in by_dtype.values():
+                    for key, flat in world.items():
+                        if key == "numel_unpadded":
+                            continue
+                        spaced = flat.new_zeros(buffer.numel)
+                        start = 0
+                        for bucket in buffer.buckets:
+                            n = bucket.numel_unpadded
+                            spaced[bucket.offset:bucket.offset + n] = flat[start:start + n]
+                            start += n
+                        assert start == flat.numel(), (start, flat.numel())
+                        world[key] = spaced
+            return state
+
+        o.get_parameter_state_dp_zero = in_buffer_space
+        patched.append(o)
+    try:
+        yield
+    finally:
+        for o in patched:
+            del o.get_parameter_state_dp_zero
+
+
+@contextlib.contextmanager
+def _skip_step_copy(opt):
+    """megatron's fully_reshardable loader copies each per-parameter optimizer state key from the
+    checkpoint, torch Adam's ``step`` included, which it never saves (the count lives in the
+    param groups): hide ``step`` from that copy; ``_restore_adam_steps`` sets it afterwards."""
+    originals = []
+    for o in getattr(opt, "chained_optimizers", [opt]):
+        set_states = o._set_main_param_and_optimizer_states
+
+        def without_step(model_param, tensors, o=o, set_states=set_states):
+            group, order = o.model_param_group_index_map[model_param]
+            state = o.optimizer.state[o.optimizer.param_groups[group]["params"][order]]
+            step = state.pop("step", None)
+            try:
+                set_states(model_param, tensors)
+            finally:
+                if step is not None:
+                    state["step"] = step
+
+        o._set_main_param_and_optimizer_states = without_step
+        originals.append(o)
+    try:
+        yield
+    finally:
+        for o in originals:
+            del o._set_main_param_and_optimizer_states  # back to the class's method
 
 
 def _restore_adam_steps(opt) -> None:

@@ -7,9 +7,12 @@ OUT/tp{TP}pp{PP}/:
   logits.pt             forward-only logits through megatron's schedule (last stage, TP rank 0)
   ckpt/                 the models saved again at this layout (for the load-back at TP1)
   timing_rank{R}.json   seconds for load / gather / save
+With --opt OPTREF (a TP1 student + Adam state after one step), also OUT/tp{TP}pp{PP}/:
+  opt_ckpt/             that state loaded and saved again at this layout
+  opt_step_rank{R}.pt   the weights (gathered) and grad norm after the next step here
 
     RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29555 \
-        python tests/distributed/ckpt_worker.py REF OUT 2x1 1x2
+        python tests/distributed/ckpt_worker.py [--opt OPTREF] REF OUT 2x1 1x2
 """
 from __future__ import annotations
 
@@ -54,7 +57,50 @@ def schedule_logits(model, dims, ids_BT):
     return out[0]["logits"] if out else None
 
 
-def run(ref: str, tp: int, pp: int, out: Path) -> None:
+def player(model):
+    """The model wrapped for megatron's schedule and its distributed Adam (fixed hyperparameters)."""
+    from gadx.parallel import build_optimizer, wrap_ddp
+
+    chunks = wrap_ddp([model])
+    return chunks, build_optimizer(chunks, lr=1e-2, adam_eps=1e-4)
+
+
+def train_step(chunks, opt, ids_BT):
+    """One optimizer step on a logsumexp loss; returns the grad norm."""
+    from gadx.parallel import forward_backward
+
+    def step(data_iterator, chunk):
+        x = next(data_iterator)
+
+        def loss_func(hidden_BTH):
+            loss = chunk.module.logits_from_hidden(hidden_BTH).logsumexp(-1).mean()
+            return loss, {"loss": loss.detach()}
+
+        return chunk(x), loss_func
+
+    forward_backward(chunks, step, iter([ids_BT]), num_microbatches=1, seq_length=ids_BT.shape[1],
+                     micro_batch_size=ids_BT.shape[0], optimizer=opt)
+    ok, grad_norm, _ = opt.step()
+    assert ok
+    return grad_norm
+
+
+def resume_optimizer(opt_ref: str, cfg, dims, out: Path) -> None:
+    """Load a student + Adam state saved at TP1 after one step, save it again at this layout
+    (OUT/opt_ckpt, for the load-back at TP1), take the next step; write the gathered weights
+    and grad norm to OUT/opt_step_rank{R}.pt."""
+    from gadx.models import build_model
+    from gadx.parallel import gather_hf_state_dict, load_sharded, save_sharded
+
+    chunks, opt = player(build_model(cfg, parallel=dims, seed=STUDENT_SEED))
+    load_sharded(opt_ref, {"student": chunks[0]}, optimizers={"student": opt})
+    save_sharded(out / "opt_ckpt", {"student": chunks[0]}, optimizers={"student": opt})
+    grad_norm = train_step(chunks, opt, batch(cfg.vocab_size))
+    torch.save({"weights": gather_hf_state_dict(chunks[0].module), "grad_norm": grad_norm},
+               out / f"opt_step_rank{dims.rank}.pt")
+
+
+def run(ref: str, tp: int, pp: int, out: Path, opt_ref: str | None = None) -> None:
     from gadx.models import ModelConfig
     from gadx.parallel import gather_hf_state_dict, init_parallel, load_sharded, save_sharded
 
@@ -79,16 +125,22 @@ def run(ref: str, tp: int, pp: int, out: Path) -> None:
     t_save = save_sharded(out / "ckpt", {"student": g, "discriminator": d}, extra={"step": 3})
     (out / f"timing_rank{dims.rank}.json").write_text(
         json.dumps({"load_s": t_load, "gather_s": t_gather, "save_s": t_save}))
+    if opt_ref is not None:
+        resume_optimizer(opt_ref, cfg, dims, out)
 
 
 if __name__ == "__main__":
     warnings.simplefilter("ignore")
     from gadx.parallel import destroy_parallel
 
-    ref, out_root, layouts = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    args = sys.argv[1:]
+    opt_ref = None
+    if args[0] == "--opt":
+        opt_ref, args = args[1], args[2:]
+    ref, out_root, layouts = args[0], Path(args[1]), args[2:]
     for i, layout in enumerate(layouts):
         tp, pp = map(int, layout.split("x"))
         sub = out_root / f"tp{tp}pp{pp}"
         sub.mkdir(parents=True, exist_ok=True)
-        run(ref, tp, pp, sub)
+        run(ref, tp, pp, sub, opt_ref)
         destroy_parallel(keep_process_group=i < len(layouts) - 1)
