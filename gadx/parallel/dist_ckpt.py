@@ -107,6 +107,8 @@ def save_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | N
     dist.barrier()
     from gadx.parallel.cpu_adapter import cpu_device_mode
 
+    for opt in optimizers.values():
+        _ensure_adam_state(opt)  # e.g. D's optimizer during G-only warmup steps
     with cpu_device_mode():
         dist_checkpointing.save(_sharded(models, optimizers, is_loading=False), str(folder),
                                 sharded_strategy=TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=1))
@@ -161,9 +163,10 @@ def load_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | N
 
 
 def _ensure_adam_state(opt) -> None:
-    """Give a fresh (never stepped) optimizer placeholder Adam state for the load to overwrite:
-    without Apex/TE, megatron's DistributedOptimizer.state_dict reads the step count off the
-    inner torch optimizer's per-parameter state and asserts when there is none."""
+    """Give a never-stepped optimizer the Adam state torch would create at its first step (step 0,
+    zero moments: the same update follows): without Apex/TE, megatron's
+    DistributedOptimizer.state_dict reads the step count off the inner torch optimizer's
+    per-parameter state and asserts when there is none."""
     for o in getattr(opt, "chained_optimizers", [opt]):
         inner = o.optimizer
         if not isinstance(inner, torch.optim.Adam | torch.optim.AdamW):

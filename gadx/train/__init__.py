@@ -16,11 +16,12 @@ import sys
 __all__ = ["main", "run_steps"]
 
 
-def run_steps(cfg, n_steps, *, student, discriminator, recorder=None):
+def run_steps(cfg, n_steps, *, student, discriminator, recorder=None, checkpoint_every=0):
     """See gadx.train.run.run_steps."""
     from .run import run_steps as _run_steps
 
-    return _run_steps(cfg, n_steps, student=student, discriminator=discriminator, recorder=recorder)
+    return _run_steps(cfg, n_steps, student=student, discriminator=discriminator, recorder=recorder,
+                      checkpoint_every=checkpoint_every)
 
 
 def main(argv: list[str] | None = None) -> int:

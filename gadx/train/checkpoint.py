@@ -1,14 +1,17 @@
-"""Atomic checkpoints: each rank writes its shard into a temporary folder, then rank 0 renames it.
+"""Atomic, layout-free checkpoints: the models and their Adam state in megatron's distributed
+format (gadx.parallel.save_sharded: global tensors, so a run saved at one TP/PP/DP layout
+resumes at any other), written into a temporary folder that rank 0 then renames.
 
-Layout: ``<out>/checkpoints/step-000040/{config.json, meta.json, rank00000.pt, ...}`` and
-``<out>/checkpoints/latest`` (a file naming the last complete checkpoint, replaced
-atomically). A kill during a save leaves ``tmp-*`` debris and the previous
-checkpoint intact; ``latest`` only ever names a complete folder. The last
-``keep`` checkpoints are kept.
+Layout: ``<out>/checkpoints/step-000040/{dist/, config.json, meta.json, rank00000.pt, ...}``
+and ``<out>/checkpoints/latest`` (a file naming the last complete checkpoint, replaced
+atomically). ``dist/`` holds the tensors and the run's global state (``extra``); the
+``rank*.pt`` files hold each rank's RNG state, restored only at the same world size. A kill
+during a save leaves ``tmp-*`` debris and the previous checkpoint intact; ``latest`` only
+ever names a complete folder. The last ``keep`` checkpoints are kept.
 
-    save_checkpoint(root, step, state, config_json, meta)   # every rank calls it
-    ckpt = latest_checkpoint(root)                        # Path or None
-    state = load_rank_state(ckpt)
+    save_checkpoint(root, step, models, optimizers, state, config_json, meta)   # every rank
+    ckpt = latest_checkpoint(root)                                            # Path or None
+    state = load_checkpoint(ckpt, models, optimizers)   # models built at this run's layout
 """
 from __future__ import annotations
 
@@ -46,7 +49,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(root: str | Path, step: int, state: dict[str, Any], config_json: str, meta: dict[str, Any], *, keep: int = 2) -> Path:
+def save_checkpoint(root: str | Path, step: int, models: dict[str, Any], optimizers: dict[str, Any],
+                    state: dict[str, Any], config_json: str, meta: dict[str, Any], *, keep: int = 2) -> Path:
+    """``models`` / ``optimizers``: name -> GadxModel (or DDP chunk) / megatron optimizer;
+    ``state``: the run's JSON-able global state (the same on every rank)."""
+    from gadx.parallel.dist_ckpt import save_sharded
+
     root = Path(root)
     name = f"step-{step:06d}"
     tmp, final = root / f"tmp-{name}", root / name
@@ -56,15 +64,16 @@ def save_checkpoint(root: str | Path, step: int, state: dict[str, Any], config_j
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     _barrier()
-    shard = tmp / f"rank{rank:05d}.pt"
-    with open(shard, "wb") as f:
-        torch.save(state, f)
+    save_sharded(tmp / "dist", models, optimizers=optimizers, extra=state)
+    with open(tmp / f"rank{rank:05d}.pt", "wb") as f:
+        torch.save({"rng": rng_state()}, f)
         f.flush()
         os.fsync(f.fileno())
     _barrier()
     if rank == 0:
         _fsync_write(tmp / "config.json", config_json.encode())
-        _fsync_write(tmp / "meta.json", json.dumps({"step": step, **meta}, indent=2).encode())
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        _fsync_write(tmp / "meta.json", json.dumps({"step": step, "world": world, **meta}, indent=2).encode())
         _fsync_dir(tmp)
         if final.exists():  # a re-save of the same step (e.g. a stage end right after a periodic save)
             shutil.rmtree(final)
@@ -80,6 +89,30 @@ def save_checkpoint(root: str | Path, step: int, state: dict[str, Any], config_j
     return final
 
 
+def saved_models(ckpt: Path) -> list[str]:
+    """Names of the models a checkpoint holds."""
+    from gadx.parallel.dist_ckpt import EXTRA_FILE
+
+    return json.loads((ckpt / "dist" / EXTRA_FILE).read_text())["models"]
+
+
+def load_checkpoint(ckpt: Path, models: dict[str, Any], optimizers: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``models`` and ``optimizers`` (built at this process's layout, any layout) from
+    ``ckpt``; restore this rank's RNG state when the world size is the one it was saved at.
+    Returns the run's global state."""
+    from gadx.parallel.dist_ckpt import load_sharded
+
+    if not (ckpt / "dist").is_dir():
+        raise ValueError(f"{ckpt}: no dist/ folder; checkpoints from gadx before layout-free "
+                         "checkpoints (one rank*.pt per rank) cannot be resumed")
+    state = load_sharded(ckpt / "dist", models, optimizers=optimizers)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    shard = ckpt / f"rank{_rank():05d}.pt"
+    if load_meta(ckpt)["world"] == world and shard.is_file():
+        set_rng_state(torch.load(shard, map_location="cpu", weights_only=False)["rng"])
+    return state
+
+
 def latest_checkpoint(root: str | Path) -> Path | None:
     root = Path(root)
     marker = root / "latest"
@@ -87,13 +120,6 @@ def latest_checkpoint(root: str | Path) -> Path | None:
         return None
     path = root / marker.read_text().strip()
     return path if (path / "meta.json").is_file() else None
-
-
-def load_rank_state(ckpt: Path) -> dict[str, Any]:
-    shard = ckpt / f"rank{_rank():05d}.pt"
-    if not shard.is_file():
-        raise ValueError(f"{ckpt}: no shard for rank {_rank()}; resume needs the same parallel layout it was saved with")
-    return torch.load(shard, map_location="cpu", weights_only=False)
 
 
 def load_meta(ckpt: Path) -> dict[str, Any]:

@@ -96,29 +96,6 @@ class Player:
         ok, grad_norm, _ = self.opt.step()
         return bool(ok), float(grad_norm) if grad_norm is not None else float("nan")
 
-    def _inner(self) -> list:
-        return list(getattr(self.opt, "chained_optimizers", [self.opt]))
-
-    def state_dict(self) -> dict[str, Any]:
-        """Same-layout state: model shard, and per inner optimizer its torch AdamW state and the
-        fp32 main params it steps (views of the model params at fp32, separate copies for bf16).
-        megatron's own DistributedOptimizer.state_dict() needs Apex/TE to track Adam steps."""
-        st = {"model": self.model.state_dict()}
-        if self.opt is not None:
-            st["optim"] = [{"adam": o.optimizer.state_dict(),
-                            "main": [p.detach().clone() for g in o.optimizer.param_groups for p in g["params"]]}
-                           for o in self._inner()]
-        return st
-
-    def load_state_dict(self, st: dict[str, Any]) -> None:
-        self.model.load_state_dict(st["model"])
-        if self.opt is not None:
-            for o, saved in zip(self._inner(), st["optim"]):
-                o.optimizer.load_state_dict(saved["adam"])
-                with torch.no_grad():
-                    for p, v in zip((p for g in o.optimizer.param_groups for p in g["params"]), saved["main"]):
-                        p.copy_(v)
-
 
 def full_hf_state(model) -> dict[str, torch.Tensor]:
     """The whole student in HF names for the rollout engine. At PP > 1 each stage holds only its

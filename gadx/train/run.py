@@ -70,20 +70,22 @@ def run(cfg: TrainConfig) -> int:
 
 
 def run_steps(cfg: TrainConfig, n_steps: int, *, student: str | Path, discriminator: str | Path,
-              recorder: list[str] | None = None) -> list[dict]:
+              recorder: list[str] | None = None, checkpoint_every: int = 0) -> list[dict]:
     """``n_steps`` GAD steps from HF folders at ``cfg.parallel``'s layout; the logged metrics of each step.
 
     Every rank calls it (torchrun or one process). ``student``: an HF folder with the
     student and its tokenizer (also the frozen reference); ``discriminator``: an HF folder
     saved from a head="score" model. Data and teacher come from ``cfg`` (the embedded
     world by default). No warmup, no gate: step 0 is the first GAD step. Outputs go
-    to ``cfg.run.out_dir``; the parallel state stays up for the caller to tear down.
+    to ``cfg.run.out_dir``; the parallel state stays up for the caller to tear down. With
+    ``checkpoint_every`` > 0 it saves every that many steps and resumes from ``out_dir``'s last
+    checkpoint (returning only the steps it ran), at any layout.
     """
     from .setup import Env
     from .trainer import Run
 
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, student=str(student)),
-                              run=dataclasses.replace(cfg.run, log_every=1, checkpoint_every=0))
+                              run=dataclasses.replace(cfg.run, log_every=1, checkpoint_every=checkpoint_every))
     env = Env(cfg)
     try:
         r = Run(cfg, env, name="gad", out_dir=Path(cfg.run.out_dir) / "gad", recorder=recorder,

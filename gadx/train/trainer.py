@@ -112,42 +112,45 @@ class Run:
     # ---- state ----------------------------------------------------------------------------
 
     def _state(self, stage_i: int, stage_step: int, step: int) -> dict[str, Any]:
-        st = {"G": self.G.state_dict(), "cursor": self.cursor.state, "rng": ck.rng_state(),
-              "stage_i": stage_i, "stage_step": stage_step, "step": step, "gad_skipped": self.gad_skipped,
-              "nonfinite_total": self.nonfinite_total, "nonfinite_run": self.nonfinite_run}
+        """The run's global state besides tensors (the same on every rank)."""
+        return {"cursor": self.cursor.state, "stage_i": stage_i, "stage_step": stage_step, "step": step,
+                "gad_skipped": self.gad_skipped, "nonfinite_total": self.nonfinite_total,
+                "nonfinite_run": self.nonfinite_run}
+
+    def _tensors(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The models and optimizers a checkpoint holds, by name."""
+        models, optimizers = {"G": self.G.chunks[0]}, {"G": self.G.opt}
         if self.D is not None:
-            st["D"] = self.D.state_dict()
+            models["D"], optimizers["D"] = self.D.chunks[0], self.D.opt
         if self.ref is not None:
-            st["ref"] = self.ref.model.state_dict()
-        return st
+            models["ref"] = self.ref.model
+        return models, optimizers
 
     def _save(self, stage_i: int, stage_step: int, step: int) -> None:
-        ck.save_checkpoint(self.out / "checkpoints", step, self._state(stage_i, stage_step, step), self.cfg.to_json(),
+        models, optimizers = self._tensors()
+        ck.save_checkpoint(self.out / "checkpoints", step, models, optimizers, self._state(stage_i, stage_step, step),
+                           self.cfg.to_json(),
                            {"run": self.name, "stage": self.plan[min(stage_i, len(self.plan) - 1)].stage,
-                            "stage_step": stage_step, "world": self.dims.world, "tp": self.dims.tp, "pp": self.dims.pp})
+                            "stage_step": stage_step, "tp": self.dims.tp, "pp": self.dims.pp, "dp": self.dims.dp})
 
     def _resume(self) -> tuple[int, int, int]:
+        """Continue from the last checkpoint, at this run's layout whatever the one it was saved at."""
         path = ck.latest_checkpoint(self.out / "checkpoints")
         if path is None:
             return 0, 0, 0
-        meta = ck.load_meta(path)
-        if (meta["world"], meta["tp"], meta["pp"]) != (self.dims.world, self.dims.tp, self.dims.pp):
-            raise ValueError(f"{path}: saved with world={meta['world']} tp={meta['tp']} pp={meta['pp']}, "
-                             f"resuming with world={self.dims.world} tp={self.dims.tp} pp={self.dims.pp}")
-        st = ck.load_rank_state(path)
-        self.G.load_state_dict(st["G"])
-        if "D" in st:
-            self.D.load_state_dict(st["D"])
-        if "ref" in st:
-            self._start_gad()
-            self.ref.model.load_state_dict(st["ref"])
-            # the optimizer state carried the lr; set_lr above must not win over a restored schedule
+        if "ref" in ck.saved_models(path):
+            self._start_gad()  # builds the reference; the restored optimizer state then carries the GAD lr
+        models, optimizers = self._tensors()
+        st = ck.load_checkpoint(path, models, optimizers)
         self.cursor = Cursor.from_state(st["cursor"])
-        ck.set_rng_state(st["rng"])
         self.gad_skipped = st["gad_skipped"]
         self.nonfinite_total, self.nonfinite_run = st["nonfinite_total"], st["nonfinite_run"]
         if self.rank0:
-            print(f"gadx.train: resumed {self.name} from {path} (step {st['step']})", file=sys.stderr)
+            meta = ck.load_meta(path)
+            saved = f"tp={meta['tp']} pp={meta['pp']} dp={meta['dp']}"
+            now = f"tp={self.dims.tp} pp={self.dims.pp} dp={self.dims.dp}"
+            print(f"gadx.train: resumed {self.name} from {path} (step {st['step']}"
+                  + (f"; saved at {saved}, resharded to {now}" if saved != now else "") + ")", file=sys.stderr)
         return st["stage_i"], st["stage_step"], st["step"]
 
     # ---- data -----------------------------------------------------------------------------

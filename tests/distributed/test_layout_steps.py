@@ -1,7 +1,9 @@
 """Same checkpoint and seed: 3 GAD steps (gadx.train.run_steps) at TP=2 and DP=2 (one
 2-process launch), PP=2 (2 processes) and TP2xPP2 (4 processes, slow) log the same losses,
 rewards and grad norms as TP=PP=DP=1 (float tolerance: layouts differ only in reduction
-order)."""
+order). A TP1 run checkpointed after step 2 resumes at TP=2 and at PP=2 (the trainer's
+layout-free checkpoints): its step 3 logs TP1's step-3 numbers."""
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,7 +39,7 @@ def folders(tmp_path_factory):
     save_pretrained(build_model(mc, seed=1), root / "student")
     tok.save(root / "student")
     save_pretrained(build_model(mc, head="score", seed=2), root / "disc")
-    launch(WORKER, [root / "student", root / "disc", root, "1x1"], 1)
+    launch(WORKER, [root / "student", root / "disc", root, "1x1", "1x1c"], 1)
     return root
 
 
@@ -47,10 +49,17 @@ def rows(root, name):
     return json.loads((root / name / "rows.json").read_text())
 
 
-def assert_same(root, name):
-    want, got = rows(root, "tp1pp1dp1"), rows(root, name)
-    assert len(got) == len(want) == steps_worker.STEPS
-    for step, (g, w) in enumerate(zip(got, want)):
+def resume_into(root, name):
+    """The TP1 run's checkpoints (after steps 1 and 2) where the worker's r layout resumes them."""
+    dst = root / f"{name}-resumed" / "gad" / "checkpoints"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(root / "tp1pp1dp1-stop2" / "gad" / "checkpoints", dst)
+
+
+def assert_same(root, name, first=0):
+    want, got = rows(root, "tp1pp1dp1")[first:], rows(root, name)
+    assert len(got) == len(want) == steps_worker.STEPS - first
+    for step, (g, w) in enumerate(zip(got, want), start=first):
         for k in KEYS:
             atol = ATOL_BY_KEY.get(k, ATOL)
             assert abs(g[k] - w[k]) <= atol + RTOL * abs(w[k]), f"{name} step {step} {k}: {g[k]} vs TP1 {w[k]}"
@@ -58,14 +67,18 @@ def assert_same(root, name):
 
 def test_reference_learns(folders):
     ref = rows(folders, "tp1pp1dp1")
+    stop2 = rows(folders, "tp1pp1dp1-stop2")  # checkpointing every step changes nothing
+    assert [{k: r[k] for k in KEYS} for r in stop2] == [{k: r[k] for k in KEYS} for r in ref[:2]]
     assert all(r["grad_norm/g"] > 0 and r["grad_norm/d"] > 0 for r in ref)
     assert ref[0]["kl"] == 0.0 and ref[-1]["kl"] != 0.0  # the student moved away from the reference
 
 
 @pytest.fixture(scope="module")
 def two_ranks(folders):
-    """TP=2 and DP=2 in one 2-process launch (imports dominate the cost)."""
-    launch(WORKER, [folders / "student", folders / "disc", folders, "2x1", "1x1"], 2)
+    """TP=2 and DP=2 in one 2-process launch (imports dominate the cost), and the TP1 run's
+    checkpoint resumed at TP=2."""
+    resume_into(folders, "tp2pp1dp1")
+    launch(WORKER, [folders / "student", folders / "disc", folders, "2x1", "1x1", "2x1r"], 2)
     return folders
 
 
@@ -77,9 +90,15 @@ def test_dp2_matches_tp1(two_ranks):
     assert_same(two_ranks, "tp1pp1dp2")
 
 
-def test_pp2_matches_tp1(folders):
-    launch(WORKER, [folders / "student", folders / "disc", folders, "1x2"], 2)
+def test_resume_at_tp2_from_tp1(two_ranks):
+    assert_same(two_ranks, "tp2pp1dp1-resumed", first=2)
+
+
+def test_pp2_matches_tp1_and_resumes_tp1(folders):
+    resume_into(folders, "tp1pp2dp1")
+    launch(WORKER, [folders / "student", folders / "disc", folders, "1x2", "1x2r"], 2)
     assert_same(folders, "tp1pp2dp1")
+    assert_same(folders, "tp1pp2dp1-resumed", first=2)
 
 
 @pytest.mark.slow
