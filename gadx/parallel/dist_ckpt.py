@@ -19,9 +19,11 @@ Optimizer state (``optimizers={"student": opt}``, the megatron optimizer from
 ``build_optimizer`` over the DDP-wrapped model passed under the same name) is saved in
 megatron's ``fully_reshardable`` format: fp32 main weights and Adam moments as global
 tensors in model space, so a run saved at one TP/PP/DP layout resumes at any other.
-megatron-core 0.16.1 needs four bridges, below: its save puts the state of parameters past a
+megatron-core 0.16.1 needs five bridges, below: its save puts the state of parameters past a
 grad buffer's first bucket under other parameters' names (``_buffer_space_world_state``; a
-buffer has several buckets at PP > 1); and, without Apex/TE, its state_dict asserts on a
+buffer has several buckets at PP > 1); with bf16 weights and fp32 norms it pairs parameters
+with other parameters' main copies (``_match_inner_param_order``); and, without Apex/TE, its
+state_dict asserts on a
 never-stepped optimizer (``_ensure_adam_state``), its loader copies every per-parameter state
 key, torch Adam's ``step`` included, which the checkpoint holds only in the param groups
 (``_skip_step_copy``), and the restored count lands in one tensor shared by all parameters
@@ -74,6 +76,7 @@ def _sharded(models: dict[str, Any], optimizers: dict[str, Any], *, is_loading: 
     # without optimizer state, from a DDP chunk or a bare model, loads into either.
     out = {name: _gadx_model(m).sharded_state_dict(prefix=f"{name}.", metadata=md) for name, m in models.items()}
     for name, opt in optimizers.items():
+        _match_inner_param_order(opt)
         # the optimizer finds its params' checkpoint keys through these sharded tensors (by identity)
         with _buffer_space_world_state(opt):
             out[f"{name}@optimizer"] = opt.sharded_state_dict(out[name], is_loading=is_loading, metadata=md)
@@ -178,6 +181,19 @@ def _ensure_adam_state(opt) -> None:
                     st["step"] = torch.zeros((), dtype=torch.float32)
                     st["exp_avg"] = torch.zeros_like(p)
                     st["exp_avg_sq"] = torch.zeros_like(p)
+
+
+def _match_inner_param_order(opt) -> None:
+    """megatron maps each model parameter to its main parameter's place in the inner optimizer's
+    param groups in grad-buffer order (bf16 buffer first), but fills each group fp32 parameters
+    first: with mixed dtypes (bf16 weights, fp32 norms) a parameter's state came from another
+    one of another size. Rebuild the map in the inner optimizer's order (fp32, then bf16)."""
+    for o in getattr(opt, "chained_optimizers", [opt]):
+        assert not o.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8, "gadx builds plain Adam"
+        for g, (fp32, low) in enumerate(zip(o.model_fp32_groups, o.model_float16_groups)):
+            for i, p in enumerate([*fp32, *low]):
+                o.model_param_group_index_map[p] = (g, i)
+                assert o.optimizer.param_groups[g]["params"][i].numel() <= p.numel()
 
 
 @contextlib.contextmanager

@@ -195,3 +195,26 @@ def test_optimizer_state_round_trip(reference, tmp_path):
     bare = build_model(ModelConfig.from_pretrained(root / "hf"), seed=6)
     load_sharded(ckpt, {"student": bare})
     assert_same_weights(hf_state_dict(bare), saved, "weights alone")
+
+
+def test_bf16_optimizer_state_round_trip(reference, tmp_path):
+    """bf16 weights with fp32 norms (two grad buffers, fp32 main copies of the bf16 weights): the
+    resumed step is bit-identical too. megatron pairs each parameter with its main copy by an
+    index that, with mixed dtypes, pointed at another parameter's (gadx/parallel/dist_ckpt.py)."""
+    from gadx.models import ModelConfig, build_model, from_pretrained, hf_state_dict
+    from gadx.parallel import load_sharded, save_sharded
+
+    root, _, _ = reference
+    ids_BT = ckpt_worker.batch(517)
+    chunks, opt = ckpt_worker.player(from_pretrained(root / "hf", dtype=torch.bfloat16))
+    assert {p.dtype for p in chunks[0].module.parameters()} == {torch.bfloat16, torch.float32}
+    ckpt_worker.train_step(chunks, opt, ids_BT)
+    save_sharded(tmp_path / "ck", {"student": chunks[0]}, optimizers={"student": opt})
+    want_norm = ckpt_worker.train_step(chunks, opt, ids_BT)
+    want = hf_state_dict(chunks[0].module)
+
+    cfg = ModelConfig.from_pretrained(root / "hf")
+    chunks2, opt2 = ckpt_worker.player(build_model(cfg, dtype=torch.bfloat16, seed=5))
+    load_sharded(tmp_path / "ck", {"student": chunks2[0]}, optimizers={"student": opt2})
+    assert ckpt_worker.train_step(chunks2, opt2, ids_BT) == want_norm
+    assert_same_weights(hf_state_dict(chunks2[0].module), want, "bf16, after the resumed step")
