@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# SmolLM2-135M-Instruct end to end on a CPU: convert -> prune -> serve the teacher -> SeqKD -> GAD -> eval.
+# SmolLM2-135M-Instruct end to end on a CPU: convert -> prune -> serve the teacher -> heal the pruned
+# student (SFT, once) -> from the healed student: SeqKD and warmup + GAD -> eval.
 #
 #   bash tools/real_run.sh [RUN_DIR]          # default runs/smollm2
 #   EVAL_LIMIT=40 MAX_NEW=128 PORT=8011 bash tools/real_run.sh   # a larger evaluation (default 8 prompts x 64 tokens)
 #   SKIP_TRAIN=1 bash tools/real_run.sh       # only (re)evaluate an existing run
 #
 # Extra trainer overrides go in GADX_SET, e.g. GADX_SET="stages.gad.steps=8 stages.warmup.steps=6".
-# Outputs: RUN_DIR/{seqkd,gad}/{metrics.jsonl,student_hf}, RUN_DIR/eval/{results.md,results.json,bars.png},
+# Outputs: RUN_DIR/heal/seqkd/student_hf (the healed student; delete it to heal again),
+# RUN_DIR/{seqkd,gad}/{metrics.jsonl,student_hf}, RUN_DIR/eval/{results.md,results.json,bars.png},
 # RUN_DIR/curves.png, RUN_DIR/teacher_serve.log, RUN_DIR/timing.txt.
 set -euo pipefail
 RUN=${1:-runs/smollm2}
@@ -32,6 +34,7 @@ print(t, s)
 PY
 )
 stamp "prepared (teacher $TEACHER, student $STUDENT)"
+HEALED=$RUN/heal/seqkd/student_hf
 
 if [ -z "${SKIP_TRAIN:-}" ]; then
     # 3. the teacher behind the OpenAI API; the trainer only ever sees its text
@@ -47,11 +50,19 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
     URL="http://127.0.0.1:$PORT/v1"
     stamp "teacher served at $URL"
 
-    COMMON=(--config recipes/smollm2_common.toml --set "model.student=$STUDENT" --set "data.train=$RUN/data/train.jsonl"
-            --set "teacher.base_url=$URL" --set "teacher.cache_path=$RUN/teacher_cache.sqlite" --set "run.out_dir=$RUN")
-    for kv in ${GADX_SET:-}; do COMMON+=(--set "$kv"); done
+    COMMON=(--config recipes/smollm2_common.toml --set "data.train=$RUN/data/train.jsonl"
+            --set "teacher.base_url=$URL" --set "teacher.cache_path=$RUN/teacher_cache.sqlite")
 
-    # 4. SeqKD, then warmup + GAD, with the same student-update budget
+    # 4. heal the pruned student: SFT on the teacher's replies (skipped when already done)
+    if [ ! -f "$HEALED/config.json" ]; then
+        $PY -m gadx.train "${COMMON[@]:0:2}" --config recipes/smollm2_heal.toml "${COMMON[@]:2}" \
+            --set "model.student=$STUDENT" --set "run.out_dir=$RUN/heal" 2>&1 | tee "$RUN/heal.log"
+        stamp "heal done"
+    fi
+
+    # 5. from the healed student: SeqKD, then warmup + GAD, with the same student-update budget
+    COMMON+=(--set "model.student=$HEALED" --set "run.out_dir=$RUN")
+    for kv in ${GADX_SET:-}; do COMMON+=(--set "$kv"); done
     $PY -m gadx.train "${COMMON[@]:0:2}" --config recipes/smollm2_seqkd.toml "${COMMON[@]:2}" 2>&1 | tee "$RUN/seqkd.log"
     stamp "seqkd done"
     $PY -m gadx.train "${COMMON[@]:0:2}" --config recipes/smollm2_gad.toml "${COMMON[@]:2}" 2>&1 | tee "$RUN/gad.log"
@@ -59,12 +70,13 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
     kill $SERVE_PID 2>/dev/null || true
 fi
 
-# 5. judge-free evaluation (teacher weights used for the log-likelihood measurement only; its greedy
+# 6. judge-free evaluation (teacher weights used for the log-likelihood measurement only; its greedy
 # answers decoded locally with the sampler gadx serve uses). One thread: on a shared, loaded CPU, two
 # threads per process made greedy decoding ~3x slower.
 OMP_NUM_THREADS=1 $PY tools/real_eval.py --teacher "$TEACHER" --data "$RUN/data" --out "$RUN/eval" \
-    --model "before=$STUDENT" --model "SeqKD=$RUN/seqkd/student_hf" --model "GAD=$RUN/gad/student_hf" \
+    --model "pruned=$STUDENT" --model "healed=$HEALED" --model "SeqKD=$RUN/seqkd/student_hf" --model "GAD=$RUN/gad/student_hf" \
     --limit "$EVAL_LIMIT" --max-new-tokens "$MAX_NEW"
+$PY tools/plot_curves.py "$RUN/heal/seqkd/metrics.jsonl" -o "$RUN/heal_curves.png" || true
 $PY tools/plot_curves.py "$RUN/seqkd/metrics.jsonl" "$RUN/gad/metrics.jsonl" -o "$RUN/curves.png" || true
 stamp "eval done"
 echo "results: $RUN/eval/results.md  $RUN/eval/results.json  $RUN/eval/bars.png  curves: $RUN/curves.png  timing: $RUN/timing.txt"

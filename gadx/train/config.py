@@ -316,6 +316,14 @@ def validate(cfg: TrainConfig) -> None:
             f"parallel.micro_batch_tokens={p.micro_batch_tokens} cannot hold one sequence of "
             f"max_prompt_len + max_response_len = {s.max_prompt_len + s.max_response_len}"
         )
+    group = (s.n_samples + 1) * (s.max_prompt_len + s.max_response_len)
+    if r.plan != "seqkd" and group > p.micro_batch_tokens:
+        # D's Bradley-Terry loss needs a prompt's teacher reply and its samples in one micro-batch
+        raise ValueError(
+            f"parallel.micro_batch_tokens={p.micro_batch_tokens} cannot hold a discriminator group of "
+            f"(n_samples + 1) x (max_prompt_len + max_response_len) = {group} tokens (a prompt's teacher reply "
+            f"and its {s.n_samples} samples are packed together): raise it to >= {group}"
+        )
     if not 0 <= s.warmup.d_only_steps <= s.warmup.steps:
         raise ValueError(f"stages.warmup.d_only_steps={s.warmup.d_only_steps} must be in [0, warmup.steps={s.warmup.steps}]")
     if s.warmup.g_only_steps > s.warmup.steps - s.warmup.d_only_steps:

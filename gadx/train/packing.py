@@ -40,11 +40,11 @@ class MicroBatch:
         return self.input_ids_1T.shape[1]
 
 
-def plan_bins(lengths: list[int], budget: int) -> list[list[int]]:
-    """First-fit-decreasing bin packing of sequence indices; each bin's total <= budget."""
+def plan_bins(lengths: list[int], budget: int, what: str = "sequence") -> list[list[int]]:
+    """First-fit-decreasing bin packing of item indices; each bin's total <= budget."""
     for i, n in enumerate(lengths):
         if n > budget:
-            raise ValueError(f"sequence {i} has {n} tokens, more than the micro-batch budget {budget}")
+            raise ValueError(f"{what} {i} has {n} tokens, more than the micro-batch budget {budget}")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     bins: list[list[int]] = []
     room: list[int] = []
@@ -87,7 +87,7 @@ def pack(
         for i, g in enumerate(groups):
             members.setdefault(g, []).append(i)
         keys = list(members)
-        gbins = plan_bins([sum(lengths[i] for i in members[k]) for k in keys], budget)
+        gbins = plan_bins([sum(lengths[i] for i in members[k]) for k in keys], budget, "group")
         plan = [sorted(i for b in gb for i in members[keys[b]]) for gb in gbins]
     out = []
     for idx in plan:

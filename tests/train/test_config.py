@@ -35,6 +35,8 @@ def test_seqkd_budget_matches_gad_student_updates():
         (["--set", "stages.gad.steps"], "key.sub=value"),
         (["--set", "teacher.base_url="], "teacher.base_url is empty"),
         (["--set", "parallel.micro_batch_tokens=10"], "cannot hold one sequence"),
+        # defaults: 4 samples + the teacher reply, each up to 48 + 48 tokens
+        (["--set", "parallel.micro_batch_tokens=479"], r"cannot hold a discriminator group of .* = 480 tokens"),
         (["--set", "run.plan=foo"], "run.plan"),
         (["--config", "/nonexistent.toml"], "not found"),
         (["--set", "model.dtype=float16"], "model.dtype must be one of"),
@@ -46,6 +48,10 @@ def test_bad_configs_give_one_line_errors(args, match):
     with pytest.raises(ValueError, match=match) as e:
         load_config(args)
     assert "\n" not in str(e.value)
+
+
+def test_seqkd_needs_no_room_for_discriminator_groups():
+    load_config(["--set", "run.plan=seqkd", "--set", "parallel.micro_batch_tokens=96"])
 
 
 def test_unknown_key_in_file(tmp_path):
