@@ -86,9 +86,11 @@ def test_ctrl_c_writes_everything_received(fake, tmp_path):
     fake.latency = 0.05
     inp, out, cache = tmp_path / "p.jsonl", tmp_path / "r.jsonl", tmp_path / "c.sqlite"
     write_jsonl(inp, [{"prompt": f"i{i}"} for i in range(300)])
+    # a shell's background job (`pytest ... &`) starts with SIGINT ignored, which Python then keeps: restore it
     proc = subprocess.Popen([sys.executable, "-m", "gadx.collect", "--input", str(inp), "--output", str(out),
                              "--cache", str(cache), "--base-url", fake.url, "--model", "m", "--max-in-flight", "4"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_rows(cache, 20)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
