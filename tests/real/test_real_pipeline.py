@@ -40,6 +40,25 @@ def test_prompt_files_drop_only_overlong_training_prompts(tmp_path):
     assert rows["train"][0]["messages"][-1]["role"] == "user"
 
 
+def test_recipes_load_and_give_both_arms_the_same_budget():
+    """recipes/smollm2_*.toml (what tools/real_run.sh runs) are valid trainer configs: the heal is
+    SFT, and SeqKD gets as many student updates as warmup + GAD."""
+    from pathlib import Path
+
+    from gadx.train.config import load_config
+
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+
+    def cfg(name):
+        return load_config(["--config", str(recipes / "smollm2_common.toml"), "--config", str(recipes / name)])[0]
+
+    heal, gad, seqkd = cfg("smollm2_heal.toml"), cfg("smollm2_gad.toml"), cfg("smollm2_seqkd.toml")
+    assert heal.run.plan == "seqkd" and heal.seqkd_steps == 120 and heal.stages.sft_lr_schedule == "cosine"
+    assert gad.run.plan == "gad" and seqkd.run.plan == "seqkd"
+    w = gad.stages.warmup
+    assert seqkd.seqkd_steps == (w.steps - w.d_only_steps) + gad.stages.gad.steps == 12
+
+
 @pytest.mark.real
 def test_served_teacher_answers_through_the_openai_sdk(teacher_dir):
     openai = pytest.importorskip("openai")
