@@ -33,11 +33,21 @@ Saving uses megatron's default ``torch_dist`` strategy, which starts a helper pr
 (``multiprocessing`` spawn context, for its results queue) and forks writer processes:
 the entry script must be guarded by ``if __name__ == "__main__":`` and psutil must be
 installed. ``thread_count=1`` keeps the number of writer processes per rank at one.
+
+Loading never runs code from the checkpoint folder (pitfalls.md, "Checkpoint files are
+code"): torch's reader unpickles ``.metadata`` with plain ``pickle.load`` and the
+``_extra_state`` objects inside ``*.distcp`` with ``torch.load(weights_only=False)``, and
+megatron's ``common.pt`` is a torch pickle. ``load_sharded`` reads ``.metadata`` through an
+unpickler that allows only torch's checkpoint-metadata classes, checks every byte object with
+torch's weights-only unpickler before torch loads it, and loads ``common.pt`` with
+``weights_only=True``; anything else is refused with a one-line ValueError naming the file.
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -152,8 +162,10 @@ def load_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | N
 
     for opt in optimizers.values():
         _ensure_adam_state(opt)
-    with cpu_device_mode():
-        state = dist_checkpointing.load(_sharded(models, optimizers, is_loading=True), str(folder))
+    with cpu_device_mode(), _data_only_reads(folder):
+        state = dist_checkpointing.load(_sharded(models, optimizers, is_loading=True), str(folder),
+                                        sharded_strategy=_torch_dist_load_strategy(),
+                                        common_strategy=_data_only_common_strategy())
     for name, m in models.items():
         g = _gadx_model(m)
         g.load_state_dict(state[name], strict=True)
@@ -163,6 +175,123 @@ def load_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | N
             opt.load_state_dict(state[f"{name}@optimizer"])
         _restore_adam_steps(opt)
     return meta["extra"]
+
+
+# ---- loading without running code from the folder -------------------------------------------
+
+# What torch's distributed-checkpoint ``.metadata`` pickle may name: its own metadata and plan
+# records (dataclasses and enums, built from plain values), torch.Size, dtypes and layouts.
+_METADATA_GLOBALS = {
+    "torch.distributed.checkpoint.metadata": {"Metadata", "TensorStorageMetadata", "BytesStorageMetadata",
+                                              "ChunkStorageMetadata", "TensorProperties", "MetadataIndex",
+                                              "StorageMeta", "_MEM_FORMAT_ENCODING"},
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.distributed.checkpoint.planner": {"SavePlan", "TensorWriteData", "WriteItem", "WriteItemType",
+                                             "BytesIOWriteData", "LoadItemType", "ReadItem"},
+    "torch.serialization": {"_get_layout"},
+    "torch": {"Size"},
+    "collections": {"OrderedDict"},
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles ``.metadata`` allowing only ``_METADATA_GLOBALS`` (and torch dtypes): a planted
+    pickle that names os.system, builtins.exec, ... is refused before anything is called."""
+
+    def find_class(self, module: str, name: str):
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if name in _METADATA_GLOBALS.get(module, ()):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name} (not checkpoint metadata)")
+
+
+class _RestrictedPickle:
+    """Stands in for the ``pickle`` module inside torch's filesystem reader during a load."""
+
+    def __getattr__(self, name: str):
+        return getattr(pickle, name)
+
+    @staticmethod
+    def load(file, **kwargs):
+        return _MetadataUnpickler(file, **kwargs).load()
+
+
+def _refusal(path, e: Exception | str) -> ValueError:
+    """One line naming the file and, from torch's long weights-only message, the refused global."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    why = next((line for line in lines if any(w in line for w in ("Unsupported global", "unsupported GLOBAL", "refused global"))),
+               lines[0] if lines else type(e).__name__)
+    if "refused global" in why:
+        why = "refused global" + why.split("refused global", 1)[1]
+    return ValueError(f"{path}: refused to load: not plain checkpoint data ({why})")
+
+
+@contextlib.contextmanager
+def _data_only_reads(folder: Path):
+    """During a load: ``.metadata`` through ``_MetadataUnpickler``; each byte object (megatron's
+    ``_extra_state``) checked by torch's weights-only unpickler before torch's planner unpickles
+    the same bytes."""
+    import torch.distributed.checkpoint.filesystem as fs_reader
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+
+    load_bytes = DefaultLoadPlanner.load_bytes
+
+    def checked_load_bytes(self, read_item, value):
+        data = value.read()
+        try:
+            torch.load(io.BytesIO(data), weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise _refusal(folder / f"*.distcp [{read_item.dest_index.fqn}]", e) from None
+        return load_bytes(self, read_item, io.BytesIO(data))
+
+    try:  # first read it ourselves: torch's reader logs a traceback and retries per-rank files on failure
+        with open(folder / ".metadata", "rb") as f:
+            _MetadataUnpickler(f).load()
+    except FileNotFoundError:
+        pass  # torch's own error follows
+    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as e:
+        raise _refusal(folder / ".metadata", e) from None
+    fs_reader.pickle, DefaultLoadPlanner.load_bytes = _RestrictedPickle(), checked_load_bytes
+    try:
+        yield
+    except (Exception, CheckpointException) as e:  # torch wraps each rank's reader error, traceback and all, in one
+        # CheckpointException (a BaseException)
+        lines = str(e).splitlines()
+        ours = next((line for line in lines if "refused to load" in line), None)
+        if ours is not None:
+            raise ValueError(ours.split("ValueError: ", 1)[-1].strip()) from None
+        if isinstance(e, pickle.UnpicklingError) or any("refused global" in line for line in lines):
+            raise _refusal(folder / ".metadata", e) from None
+        raise
+    finally:
+        fs_reader.pickle, DefaultLoadPlanner.load_bytes = pickle, load_bytes
+
+
+def _torch_dist_load_strategy():
+    """Always torch_dist: ``metadata.json`` cannot switch the load to another backend's reader."""
+    from megatron.core.dist_checkpointing.strategies.torch import TorchDistLoadShardedStrategy
+
+    return TorchDistLoadShardedStrategy()
+
+
+def _data_only_common_strategy():
+    """megatron's ``common.pt`` loader with ``weights_only=True`` stated, not inherited from
+    torch's default (which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns off)."""
+    from megatron.core.dist_checkpointing.strategies.common import TorchCommonLoadStrategy
+
+    class DataOnlyCommon(TorchCommonLoadStrategy):
+        def load_common(self, checkpoint_dir):
+            path = Path(checkpoint_dir) / "common.pt"
+            if not path.is_file():
+                return super().load_common(checkpoint_dir)  # megatron's own missing-file error
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as e:
+                raise _refusal(path, e) from None
+
+    return DataOnlyCommon()
 
 
 def _ensure_adam_state(opt) -> None:

@@ -5,7 +5,9 @@ resumes at any other), written into a temporary folder that rank 0 then renames.
 Layout: ``<out>/checkpoints/step-000040/{dist/, config.json, meta.json, rank00000.pt, ...}``
 and ``<out>/checkpoints/latest`` (a file naming the last complete checkpoint, replaced
 atomically). ``dist/`` holds the tensors and the run's global state (``extra``); the
-``rank*.pt`` files hold each rank's RNG state, restored only at the same world size. A kill
+``rank*.pt`` files hold each rank's RNG state (tensors, ints and floats only: loaded with
+``weights_only=True``, so a planted pickle is refused, never run), restored only at the same
+world size. A kill
 during a save leaves ``tmp-*`` debris and the previous checkpoint intact; ``latest`` only
 ever names a complete folder. The last ``keep`` checkpoints are kept.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -109,7 +112,7 @@ def load_checkpoint(ckpt: Path, models: dict[str, Any], optimizers: dict[str, An
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     shard = ckpt / f"rank{_rank():05d}.pt"
     if load_meta(ckpt)["world"] == world and shard.is_file():
-        set_rng_state(torch.load(shard, map_location="cpu", weights_only=False)["rng"])
+        set_rng_state(load_rng_file(shard))
     return state
 
 
@@ -126,12 +129,31 @@ def load_meta(ckpt: Path) -> dict[str, Any]:
     return json.loads((ckpt / "meta.json").read_text())
 
 
+def load_rng_file(path: Path) -> dict[str, Any]:
+    """A rank's RNG file, read as data only: torch's weights-only unpickler refuses anything
+    but tensors and plain containers, so a run directory from elsewhere cannot run code here."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["rng"]
+    except pickle.UnpicklingError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        why = next((line for line in lines if "nsupported global" in line.lower()), lines[0] if lines else "")
+        raise ValueError(f"{path}: refused to load: not plain checkpoint data ({why.split('error: ')[-1]}); "
+                         "RNG files written before gadx stored RNG states as tensors cannot be resumed") from None
+
+
 def rng_state() -> dict[str, Any]:
+    """This process's RNG states as tensors and plain numbers (loadable with weights_only=True)."""
     import random
 
     import numpy as np
 
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    version, mt, gauss = random.getstate()
+    key, np_mt, pos, has_gauss, cached = np.random.get_state()
+    assert key == "MT19937", key
+    return {"python": {"version": version, "mt": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+            "numpy": {"mt": torch.from_numpy(np_mt.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(cached)},
+            "torch": torch.get_rng_state()}
 
 
 def set_rng_state(st: dict[str, Any]) -> None:
@@ -139,6 +161,8 @@ def set_rng_state(st: dict[str, Any]) -> None:
 
     import numpy as np
 
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    py, npy = st["python"], st["numpy"]
+    random.setstate((py["version"], tuple(int(x) for x in py["mt"].tolist()), py["gauss"]))
+    np.random.set_state(("MT19937", npy["mt"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
     torch.set_rng_state(st["torch"])
