@@ -32,7 +32,8 @@ key, torch Adam's ``step`` included, which the checkpoint holds only in the para
 Saving uses megatron's default ``torch_dist`` strategy, which starts a helper process
 (``multiprocessing`` spawn context, for its results queue) and forks writer processes:
 the entry script must be guarded by ``if __name__ == "__main__":`` and psutil must be
-installed. ``thread_count=1`` keeps the number of writer processes per rank at one.
+installed. ``thread_count=1`` keeps the number of writer processes per rank at one. That
+helper is started by ``gadx.lifetime.checkpoint_results_queue`` so that it dies with the rank.
 
 Loading never runs code from the checkpoint folder (pitfalls.md, "Checkpoint files are
 code"): torch's reader unpickles ``.metadata`` with plain ``pickle.load`` and the
@@ -122,6 +123,9 @@ def save_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | N
 
     for opt in optimizers.values():
         _ensure_adam_state(opt)  # e.g. D's optimizer during G-only warmup steps
+    from gadx.lifetime import checkpoint_results_queue
+
+    checkpoint_results_queue()  # megatron's writer helper process, made to die with this one (no orphans)
     with cpu_device_mode():
         dist_checkpointing.save(_sharded(models, optimizers, is_loading=False), str(folder),
                                 sharded_strategy=TorchDistSaveShardedStrategy("torch_dist", 1, thread_count=1))
