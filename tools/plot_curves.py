@@ -17,6 +17,16 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _number(v) -> bool:
+    """A plottable value: gadx writes non-finite metrics as JSON null (older files: "-inf" strings)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def plotted_points(files: list[Path], key: str) -> dict[str, list[tuple[int, float]]]:
+    """Run folder -> the (step, value) points of ``key`` that get drawn (nulls and strings skipped)."""
+    return {str(f.parent): [(r["step"], r[key]) for r in read(f) if _number(r.get(key))] for f in files}
+
+
 def plot(files: list[Path], out: Path, keys: tuple[str, ...] = DEFAULT_KEYS) -> Path:
     import matplotlib
 
@@ -24,7 +34,8 @@ def plot(files: list[Path], out: Path, keys: tuple[str, ...] = DEFAULT_KEYS) -> 
     import matplotlib.pyplot as plt
 
     runs = {str(f.parent): read(f) for f in files}
-    keys = tuple(k for k in keys if any(k in row for rows in runs.values() for row in rows))
+    # a panel for every key with at least one finite value (a null or "-inf" here and there keeps the panel)
+    keys = tuple(k for k in keys if any(_number(row.get(k)) for rows in runs.values() for row in rows))
     if not keys:
         raise ValueError(f"none of the metric keys appear in {[str(f) for f in files]}")
     cols = min(4, len(keys))
@@ -32,7 +43,7 @@ def plot(files: list[Path], out: Path, keys: tuple[str, ...] = DEFAULT_KEYS) -> 
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         for name, rows in runs.items():
-            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            pts = [(r["step"], r[key]) for r in rows if _number(r.get(key))]
             if pts:
                 ax.plot(*zip(*pts), label=name, lw=1)
         ax.set_title(key)

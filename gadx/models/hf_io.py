@@ -140,6 +140,17 @@ def _entries(model: GadxModel) -> list[Entry]:
 # ---- loading ----------------------------------------------------------------------------------
 
 
+def open_safetensors(file: Path):
+    """``safe_open`` with a one-line ValueError naming the file when it is corrupt or truncated
+    (safetensors' own error names neither the file nor the folder)."""
+    from safetensors import safe_open
+
+    try:
+        return safe_open(file, framework="pt")
+    except Exception as e:  # SafetensorError (a bare Exception subclass in older releases), OSError
+        raise ValueError(f"{file}: not a readable safetensors file ({' '.join(str(e).split())})") from None
+
+
 def _weight_files(folder: Path) -> dict[str, Path]:
     """HF tensor name -> safetensors file, from the index or the single file."""
     index = folder / "model.safetensors.index.json"
@@ -151,9 +162,7 @@ def _weight_files(folder: Path) -> dict[str, Path]:
             raise ValueError(f"{index}: malformed safetensors index ({e!r})") from None
         return {name: folder / f for name, f in weight_map.items()}
     if single.is_file():
-        from safetensors import safe_open
-
-        with safe_open(single, framework="pt") as f:
+        with open_safetensors(single) as f:
             return {name: single for name in f.keys()}
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLED)
     if pickled:
@@ -168,8 +177,6 @@ def from_pretrained(path, *, dtype=torch.float32, head: str = "lm", parallel=Non
                     fp8=None, seed: int = 0) -> GadxModel:
     """Build the model for this rank's TP/PP shard and load it from an HF folder
     (``use_te`` / ``fp8`` as in ``build_model``)."""
-    from safetensors import safe_open
-
     from gadx.models.fp8 import resolve_fp8
 
     resolve_fp8(fp8, use_te=use_te)  # refuse an impossible fp8 before reading anything
@@ -206,8 +213,11 @@ def from_pretrained(path, *, dtype=torch.float32, head: str = "lm", parallel=Non
         if file not in handles:
             if not file.is_file():
                 raise ValueError(f"{file}: listed in the index but not found")
-            handles[file] = safe_open(file, framework="pt")
-        t = handles[file].get_tensor(name)
+            handles[file] = open_safetensors(file)
+        try:
+            t = handles[file].get_tensor(name)
+        except Exception as e:
+            raise ValueError(f"{file}: cannot read tensor {name!r} ({' '.join(str(e).split())})") from None
         if tuple(t.shape) != tuple(shape):
             raise ValueError(
                 f"{file}: tensor {name!r} has shape {tuple(t.shape)}, config.json implies {tuple(shape)}"

@@ -36,7 +36,10 @@ def load_safetensors(folder: str | Path) -> dict[str, torch.Tensor]:
     for f in files:
         if not f.is_file():
             raise ValueError(f"{index}: shard {f.name} not found")
-        state.update(load_file(str(f)))
+        try:
+            state.update(load_file(str(f)))
+        except Exception as e:  # safetensors' error names no file
+            raise ValueError(f"{f}: not a readable safetensors file ({' '.join(str(e).split())})") from None
     return state
 
 

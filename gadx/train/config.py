@@ -165,7 +165,11 @@ class RunCfg:
     seed: int = 0
     seeds: int = 1  # >1: run seeds seed..seed+seeds-1 and aggregate the table
     log_every: int = 1
-    checkpoint_every: int = 0  # 0 = only at stage ends
+    checkpoint_every: int = 0  # also save every this many steps (0 = off)
+    # save when this many minutes have passed since the last save (0 = off), besides stage ends and
+    # checkpoint_every: bounds the work a kill loses whatever a step costs (0.1 s on CPU, minutes with
+    # a slow teacher), which a step count cannot
+    checkpoint_minutes: float = 5.0
     eval_every: int = 20  # cadence (steps) of D's held-out accuracy and gadx.eval.evaluate_small; 0 = never
     eval_suites: str = ""  # comma-separated gadx.eval suites for evaluate_small (e.g. "vicuna"); the world's test_id when embedded
     eval_limit: int = 16  # prompts per suite in evaluate_small
@@ -296,6 +300,9 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
 
 def validate(cfg: TrainConfig) -> None:
     """Checks that need no model or network; one-line ValueErrors."""
+    from .config_checks import check_ranges
+
+    check_ranges(cfg)  # every numeric key first: later checks divide by some of them
     s, p, r = cfg.stages, cfg.parallel, cfg.run
     if r.plan not in ("compare", "gad", "seqkd"):
         raise ValueError(f"run.plan must be compare, gad or seqkd, got {r.plan!r}")

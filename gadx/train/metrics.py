@@ -1,11 +1,14 @@
 """Metrics: one JSON line per logged step (metrics.jsonl), TensorBoard, optional W&B, a progress bar.
 
-    log = MetricsLogger(out_dir, enabled=rank == 0, tensorboard=True)
+    log = MetricsLogger(out_dir, enabled=rank == 0, tensorboard=True, resume_step=40)   # drops rows >= 40
     log.log(step, {"stage": "gad", "loss/g": 0.31, ...})    # floats or 0-d tensors
     log.close()
 
 Values may be 0-d tensors: they are converted only here, once per logged step,
-so the step itself never syncs with the host.
+so the step itself never syncs with the host. Non-finite numbers are written as JSON
+``null`` (JSON has no nan/inf; a string would break readers). A resumed run replays the
+steps after its checkpoint: ``resume_step`` drops the rows it will write again, so the
+file holds each step once (no doubled-back curves).
 """
 from __future__ import annotations
 
@@ -23,24 +26,53 @@ def _plain(v: Any) -> Any:
     if isinstance(v, torch.Tensor):
         v = v.detach().float().item() if v.numel() == 1 else v.detach().float().tolist()
     if isinstance(v, float) and not math.isfinite(v):
-        return str(v)  # JSON has no nan/inf
+        return None  # JSON has no nan/inf
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
     return v
 
 
+def drop_rows_from(path: Path, step: int) -> int:
+    """Rewrite ``path`` (atomically) without rows of step >= ``step``; returns how many were dropped."""
+    if not path.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by a kill mid-write
+            dropped += 1
+            continue
+        if isinstance(row.get("step"), int) and row["step"] >= step:
+            dropped += 1
+        else:
+            keep.append(line)
+    if dropped:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(path)
+    return dropped
+
+
 class MetricsLogger:
-    def __init__(self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True, wandb: bool = False, config: dict | None = None):
+    def __init__(self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True, wandb: bool = False,
+                 config: dict | None = None, resume_step: int = 0):
         self.enabled = enabled
         self._tb = self._wb = None
         self.path = Path(out_dir) / "metrics.jsonl"
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        drop_rows_from(self.path, resume_step)  # also a fresh start (0) into an old file: no stale rows
         self._f = self.path.open("a")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(Path(out_dir) / "tb"))
+                # purge_step: TensorBoard hides the events a resumed run writes again
+                self._tb = SummaryWriter(str(Path(out_dir) / "tb"), purge_step=resume_step or None)
             except ImportError:
                 print("metrics: tensorboard not installed; logging JSONL only", file=sys.stderr)
         if wandb:
@@ -76,26 +108,49 @@ class MetricsLogger:
 
 
 class Progress:
-    """A one-line progress bar with ETA on stderr (rank 0 only); a no-op when disabled."""
+    """A progress bar with ETA on stderr (rank 0 only); a no-op when disabled.
 
-    def __init__(self, total: int, desc: str, *, enabled: bool = True):
+    On a terminal it redraws one line in place. When stderr is a file or a pipe (a cluster's
+    job log) it prints a plain line every ``log_interval_s`` seconds and at the end instead:
+    no carriage returns or ANSI codes piling up in the log."""
+
+    def __init__(self, total: int, desc: str, *, enabled: bool = True, stream=None, log_interval_s: float = 10.0):
         self.total, self.desc, self.enabled = total, desc, enabled and total > 0
+        self.stream = stream
         self.start = time.monotonic()
         self.n = 0
+        self.log_interval_s = log_interval_s
+        self._last_line = -float("inf")
 
     def update(self, n: int = 1, **postfix: Any) -> None:
         self.n += n
         if not self.enabled:
             return
-        elapsed = time.monotonic() - self.start
+        out = self.stream or sys.stderr
+        now = time.monotonic()
+        elapsed = now - self.start
         eta = elapsed / self.n * (self.total - self.n) if self.n else 0.0
-        width = 24
-        filled = int(width * self.n / self.total)
         extra = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in postfix.items())
-        sys.stderr.write(
+        done = self.n >= self.total
+        if not _isatty(out):
+            if done or now - self._last_line >= self.log_interval_s:
+                self._last_line = now
+                out.write(f"{self.desc} {self.n}/{self.total} {elapsed:.0f}s eta {eta:.0f}s {extra}".rstrip() + "\n")
+                out.flush()
+            return
+        width = 24
+        filled = int(width * min(self.n, self.total) / self.total)
+        out.write(
             f"\r{self.desc} [{'#' * filled}{'.' * (width - filled)}] {self.n}/{self.total} "
             f"{elapsed:5.0f}s eta {eta:5.0f}s {extra}\033[K"
         )
-        if self.n >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+        if done:
+            out.write("\n")
+        out.flush()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -15,12 +15,18 @@ import torch
 from .config import TrainConfig
 
 
-def run(cfg: TrainConfig) -> int:
+def run(cfg: TrainConfig, *, run_dir_mode: str = "check") -> int:
+    """The planned runs; ``run_dir_mode``: "check" (stop if ``run.out_dir`` holds a run with another
+    config), "resume-anyway" or "overwrite" (gadx.train.rundir). SIGINT / SIGTERM during training
+    save a checkpoint and raise ``stop.Interrupted`` (gadx.train.stop)."""
     from gadx.models import save_pretrained
-    from gadx.parallel import destroy_parallel
+    from gadx.parallel import destroy_parallel, init_parallel
+    from gadx.tokenizer import export_hf_tokenizer
 
     from . import evaluate as ev
+    from .rundir import prepare_run_dir
     from .setup import Env
+    from .stop import STOP
     from .trainer import Run
 
     t0 = time.perf_counter()
@@ -28,6 +34,11 @@ def run(cfg: TrainConfig) -> int:
     per_seed, summaries = [], []
     env = None
     try:
+        STOP.__enter__()
+        # the same call Env makes first: the process group exists for the barrier below
+        dims = init_parallel(cfg.parallel.tp, cfg.parallel.pp, seed=cfg.run.seed)
+        prepare_run_dir(cfg, run_dir_mode, rank=dims.rank)
+        torch.distributed.barrier()
         for k in range(cfg.run.seeds):
             seed = cfg.run.seed + k
             scfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=seed,
@@ -49,7 +60,7 @@ def run(cfg: TrainConfig) -> int:
                 summaries.append({"seed": seed, "run": name, **summary})
                 save_pretrained(r.G.model, Path(scfg.run.out_dir) / name / "student_hf")  # collective
                 if rank0:
-                    env.tok.save(Path(scfg.run.out_dir) / name / "student_hf")
+                    export_hf_tokenizer(env.tok, Path(scfg.run.out_dir) / name / "student_hf")
                 if env.world is not None:
                     rows["GAD" if name == "gad" else "SeqKD"] = ev.evaluate_student(env, r.G.model, cfg.run.eval_size)
             if env.world is not None:
@@ -63,6 +74,7 @@ def run(cfg: TrainConfig) -> int:
             print(f"gadx.train: done in {time.perf_counter() - t0:.0f} s; outputs in {out}", file=sys.stderr)
         return 0
     finally:
+        STOP.__exit__()
         if env is not None:
             env.close()
         if torch.distributed.is_initialized():

@@ -36,6 +36,7 @@ from .losses import pairwise_acc
 from .metrics import MetricsLogger, Progress
 from .reduce import seq_values
 from .step import Batch, StepContext, _score_step, gad_step, seqkd_step, warmup_step
+from .stop import STOP, Boundary, Interrupted
 
 
 def warn(msg: str) -> None:
@@ -223,16 +224,19 @@ class Run:
         self.cursor = Cursor(env.num_train, cfg.run.seed)
         stage_i, stage_step, step = self._resume()
         self.log = MetricsLogger(self.out, enabled=self.rank0, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb,
-                                 config=cfg.to_dict())
+                                 config=cfg.to_dict(), resume_step=step)
         self.prefetch = env.prefetcher(self._batches(self.cursor.state, step))
         ctx = self._ctx()
         total = sum(p.steps for p in self.plan)
         bar = Progress(total, f"{self.name}", enabled=self.rank0 and cfg.run.progress)
         bar.n = step
+        boundary = Boundary(every_steps=cfg.run.checkpoint_every, every_minutes=cfg.run.checkpoint_minutes,
+                            device=self.dims.device)
         if stage_i < len(self.plan) and self.plan[stage_i].stage == "gad" and self.ref is None:  # gad_only
             self._start_gad()
             ctx = self._ctx()
         try:
+            STOP.in_loop = True  # a signal now stops at the next step boundary, after a save
             while stage_i < len(self.plan):
                 plan = self.plan[stage_i]
                 if plan.stage == "gate" and stage_step == 0:
@@ -265,9 +269,14 @@ class Run:
                 if plan.stage == "gate" and m.get("d_acc/heldout", 0.0) >= cfg.stages.gad.d_acc_gate:
                     bar.total -= plan.steps - stage_step
                     stage_i, stage_step = stage_i + 1, 0
-                if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0:
+                save, stop = boundary.check(step)
+                if save:
                     self._save(stage_i, stage_step, step)
+                    boundary.saved()
+                if stop:
+                    raise Interrupted(STOP.signum, step, str(ck.latest_checkpoint(self.out / "checkpoints")))
         finally:
+            STOP.in_loop = False
             self.prefetch.close() if hasattr(self.prefetch, "close") else None
             self.log.close()
         return {"steps": step, "gad_skipped": self.gad_skipped, "nonfinite_total": self.nonfinite_total,
