@@ -48,6 +48,7 @@ class GracefulStop:
 
     def __exit__(self, *exc) -> None:
         self._restore()
+        self.signum = None  # a later run in this process starts clean
 
     def _restore(self) -> None:
         for s, old in self._old.items():
