@@ -47,6 +47,11 @@ def test_sigkill_leaves_no_helper_processes(tmp_path, world_tok):
     for p in alive:  # clean up before failing
         p.kill()
     assert not alive, f"orphans after SIGKILL: {[(p.pid, p.name()) for p in alive]}"
+    # the same command resumes (same config: no stop) and finishes; each step is logged once
+    proc, out, log = _start(tmp_path, world_tok, "run.checkpoint_every=1")
+    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    steps = [json.loads(line)["step"] for line in _rows(out)]
+    assert steps == list(range(len(steps))) and len(steps) == 5, steps  # warmup 3 + gad 2, no replayed rows
 
 
 def _rows(out):
