@@ -7,7 +7,7 @@
 With no config it runs the whole pipeline on the synthetic world: tokenizer,
 teacher served over HTTP, a tiny student, a SeqKD run and a warmup+GAD run with
 the same student-update budget, then a table (before / SeqKD / GAD, ID and OOD)
-and training curves under ``run.out_dir``. See config.py for every setting.
+and training curves under ``run.out_dir``. ``--help`` lists every setting (config.py).
 """
 from __future__ import annotations
 

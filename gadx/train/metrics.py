@@ -114,7 +114,7 @@ class Progress:
     job log) it prints a plain line every ``log_interval_s`` seconds and at the end instead:
     no carriage returns or ANSI codes piling up in the log."""
 
-    def __init__(self, total: int, desc: str, *, enabled: bool = True, stream=None, log_interval_s: float = 10.0):
+    def __init__(self, total: int, desc: str, *, enabled: bool = True, stream=None, log_interval_s: float = 5.0):
         self.total, self.desc, self.enabled = total, desc, enabled and total > 0
         self.stream = stream
         self.start = time.monotonic()
