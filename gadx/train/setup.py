@@ -176,11 +176,13 @@ class Env:
         if self.dims.rank == 0:
             try:
                 self._open_client()
-            except ValueError as e:
-                error = str(e)
-        error = _bcast(error)  # every rank fails together instead of waiting for rank 0
+            except Exception as e:  # noqa: BLE001 - re-raised below, after the others have heard of it
+                error = e
+        message = _bcast(None if error is None else str(error))  # every rank fails together, none waits
         if error is not None:
-            raise ValueError(error)
+            raise error
+        if message is not None:
+            raise ValueError(f"rank 0 could not open the teacher: {message}")
 
     def _open_client(self) -> None:
         t = self.cfg.teacher
@@ -191,8 +193,8 @@ class Env:
 
             # served by the process that fetches: reachable over loopback on any node layout
             self._server = start_in_thread(SyntheticBackend(self.cfg.data.world_seed), host=t.embedded_host)
-            url = self._server.url.replace(f"//{t.embedded_host}:", "//127.0.0.1:") \
-                if t.embedded_host in ("0.0.0.0", "::") else self._server.url
+            url = self._server.url if t.embedded_host not in ("0.0.0.0", "::") \
+                else f"http://127.0.0.1:{self._server.port}/v1"  # a wildcard bind: ask over loopback
         from gadx.teacher import TeacherClient
 
         cache = t.cache_path or str(self.out / "teacher_cache.sqlite")

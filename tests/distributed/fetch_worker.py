@@ -36,6 +36,17 @@ if __name__ == "__main__":
         return b
 
     Run._next_batch = recording
+    # an unreachable teacher: rank 0 alone tries it; every rank must raise, none wait for rank 0
+    from gadx.train.setup import Env
+
+    try:
+        Env(steps_worker.config(Path(out_root) / "unreachable", 2, 1, {"teacher.base_url": "http://127.0.0.1:9/v1",
+                                                                       "model.student": student}))
+        error = None
+    except ValueError as e:
+        error = str(e)
+    (Path(out_root) / f"unreachable-rank{dist.get_rank()}.txt").write_text(str(error))
+    destroy_parallel(keep_process_group=True)
     layouts = [("tp2", 2, url_tp), ("dp2", 1, url_dp)]
     for i, (name, tp, url) in enumerate(layouts):
         sub = Path(out_root) / name

@@ -26,7 +26,14 @@ def runs(tmp_path_factory):
         launch(WORKER, [folders / "student", folders / "disc", folders / "fetch", a.url, b.url], 2)
     out = {name: [json.loads((folders / "fetch" / name / f"rank{r}.json").read_text()) for r in range(2)]
            for name in teachers}
+    out["unreachable"] = [(folders / "fetch" / f"unreachable-rank{r}.txt").read_text() for r in range(2)]
     return teachers, out
+
+
+def test_unreachable_teacher_stops_every_rank(runs):
+    r0, r1 = runs[1]["unreachable"]
+    assert "teacher at http://127.0.0.1:9/v1 is unreachable" in r0
+    assert r1.startswith("rank 0 could not open the teacher") and "unreachable" in r1
 
 
 @pytest.mark.parametrize("layout", ["tp2", "dp2"])
