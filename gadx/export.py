@@ -29,7 +29,7 @@ EMBEDDED = "embedded"
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A ``step-N`` folder, or a ``checkpoints`` folder (its ``latest``), or a run folder above it."""
+    """A ``step-N`` folder, a ``checkpoints`` folder (its ``latest``), or the run folder holding ``checkpoints/``."""
     path = Path(path)
     for cand in (path, path / "checkpoints"):
         if (cand / "dist").is_dir() and (cand / "meta.json").is_file():
@@ -98,7 +98,8 @@ def export(checkpoint: str | Path, out_dir: str | Path, *, model: str = "G", tok
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gadx export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint", help="a checkpoints/step-N folder, a checkpoints folder (its latest) or a run folder")
+    ap.add_argument("checkpoint", help="a checkpoints/step-N folder, a checkpoints folder (its latest), "
+                                       "or the run folder holding checkpoints/ (e.g. runs/embedded/gad)")
     ap.add_argument("out_dir", help="the HF folder to write (absent or empty)")
     ap.add_argument("--model", default="G", help="G (student, default), D (discriminator, score head) or ref")
     ap.add_argument("--tokenizer", help="tokenizer folder (default: the run's, from the checkpoint's config)")
