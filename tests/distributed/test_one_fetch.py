@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# one 2-process launch of the trainer at two layouts (~25 s quiet, 60-80 s at load 20-50 on 2
+# cores); tests/distributed/test_teacher_feed.py is the default-run check of the same feed
+pytestmark = pytest.mark.slow
+
 import fetch_worker
 from launch import launch
 from stochastic_teacher import StochasticTeacher

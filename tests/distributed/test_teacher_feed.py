@@ -14,14 +14,23 @@ from stochastic_teacher import StochasticTeacher
 WORKER = Path(feed_worker.__file__)
 
 
-@pytest.mark.parametrize("mode", ["tp", "dp"])
-def test_one_fetch_per_prompt(tmp_path, mode):
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Both modes in one 2-process launch, each with its own stochastic teacher."""
     from gadx.serve import start_in_thread
 
-    teacher = StochasticTeacher(refuse="REFUSE")
-    with start_in_thread(teacher) as server:
-        launch(WORKER, [server.url, tmp_path, mode], 2, timeout=120)
-    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    out = tmp_path_factory.mktemp("feed")
+    teachers = {"tp": StochasticTeacher(refuse="REFUSE"), "dp": StochasticTeacher(refuse="REFUSE")}
+    with start_in_thread(teachers["tp"]) as a, start_in_thread(teachers["dp"]) as b:
+        launch(WORKER, [out, a.url, b.url], 2, timeout=120)
+    return out, teachers
+
+
+@pytest.mark.parametrize("mode", ["tp", "dp"])
+def test_one_fetch_per_prompt(runs, mode):
+    tmp_path, teachers = runs
+    teacher = teachers[mode]
+    r0, r1 = (json.loads((tmp_path / f"{mode}-rank{r}.json").read_text()) for r in range(2))
     assert r0["client"] and not r1["client"]  # one client per job
     # every prompt the data has no reply for, asked exactly once (the refused one too); the
     # prefetcher also asked the next steps' prompts ahead, once each
