@@ -70,6 +70,9 @@ class DataCfg:
 @dataclass(kw_only=True)
 class TeacherCfg:
     base_url: str = EMBEDDED  # OpenAI-compatible URL, or "embedded": the synthetic teacher served in a thread
+    # where the embedded teacher listens (on global rank 0's node; rank 0 alone fetches, over loopback):
+    # "0.0.0.0" or the node's address to reach it from elsewhere, e.g. gadx eval during a run
+    embedded_host: str = "127.0.0.1"
     model: str = "synthetic"
     cache_path: str = ""  # "" -> <run.out_dir>/teacher_cache.sqlite
     api_key_env: str = ""

@@ -21,7 +21,7 @@ def run(cfg: TrainConfig, *, run_dir_mode: str = "check") -> int:
     save a checkpoint and raise ``stop.Interrupted`` (gadx.train.stop)."""
     from gadx.models import save_pretrained
     from gadx.parallel import destroy_parallel, init_parallel
-    from gadx.tokenizer import export_hf_tokenizer
+    from gadx.tokenizer import save_hf_tokenizer
 
     from . import evaluate as ev
     from .rundir import prepare_run_dir
@@ -60,7 +60,7 @@ def run(cfg: TrainConfig, *, run_dir_mode: str = "check") -> int:
                 summaries.append({"seed": seed, "run": name, **summary})
                 save_pretrained(r.G.model, Path(scfg.run.out_dir) / name / "student_hf")  # collective
                 if rank0:
-                    export_hf_tokenizer(env.tok, Path(scfg.run.out_dir) / name / "student_hf")
+                    save_hf_tokenizer(env.tok, Path(scfg.run.out_dir) / name / "student_hf")
                 if env.world is not None:
                     rows["GAD" if name == "gad" else "SeqKD"] = ev.evaluate_student(env, r.G.model, cfg.run.eval_size)
             if env.world is not None:

@@ -1,7 +1,8 @@
 """The run environment: parallel state, tokenizer, student config, rollout engine, data and teacher.
 
-    env = Env.create(cfg)      # every rank; embedded mode builds the synthetic world, trains the
-                                # tokenizer on its text and serves its teacher on 127.0.0.1
+    env = Env(cfg)             # every rank; embedded mode builds the synthetic world and trains the
+                                # tokenizer on its text; global rank 0 alone serves the world's teacher
+                                # (on teacher.embedded_host) and holds the teacher client
     env.close()
 
 The trainer sees the teacher only through ``TeacherClient`` (HTTP, cached on
@@ -29,21 +30,6 @@ def _bcast(obj: Any) -> Any:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-class _FileReplies:
-    """A pre-collected replies file behind the Prefetcher interface."""
-
-    class _R:
-        def __init__(self, text: str):
-            self.text, self.cost_usd = text, 0.0
-
-    def __init__(self, batches):
-        self._it = iter(batches)
-        self.last_wait_s = 0.0
-
-    def get(self):
-        return [self._R(req["reply"]) for req in next(self._it)]
 
 
 class Env:
@@ -168,7 +154,10 @@ class Env:
     # ---- teacher ---------------------------------------------------------------------------
 
     def _connect_teacher(self) -> None:
+        """Only global rank 0 talks to the teacher (gadx.train.teacher_feed): it alone holds the
+        client, its cache and the embedded server; ``self.remote_teacher`` is the same everywhere."""
         t = self.cfg.teacher
+        self.remote_teacher = False
         if t.replies_file:
             replies = load_samples(t.replies_file)
             by_prompt = {repr(s.messages): s.reply for s in replies if s.reply is not None}
@@ -180,17 +169,32 @@ class Env:
             return
         if all(s.reply is not None for s in self.train + self.held):
             return
+        if t.base_url == EMBEDDED and self.world is None:
+            raise ValueError("teacher.base_url='embedded' needs the embedded data (data.train='embedded')")
+        self.remote_teacher = True
+        error = None
+        if self.dims.rank == 0:
+            try:
+                self._open_client()
+            except Exception as e:  # noqa: BLE001 - re-raised below, after the others have heard of it
+                error = e
+        message = _bcast(None if error is None else str(error))  # every rank fails together, none waits
+        if error is not None:
+            raise error
+        if message is not None:
+            raise ValueError(f"rank 0 could not open the teacher: {message}")
+
+    def _open_client(self) -> None:
+        t = self.cfg.teacher
         url = t.base_url
         if url == EMBEDDED:
-            if self.world is None:
-                raise ValueError("teacher.base_url='embedded' needs the embedded data (data.train='embedded')")
-            if self.dims.rank == 0:
-                from gadx.serve import start_in_thread
-                from gadx.serve.backends import SyntheticBackend
+            from gadx.serve import start_in_thread
+            from gadx.serve.backends import SyntheticBackend
 
-                self._server = start_in_thread(SyntheticBackend(self.cfg.data.world_seed))
-                url = self._server.url
-            url = _bcast(url)
+            # served by the process that fetches: reachable over loopback on any node layout
+            self._server = start_in_thread(SyntheticBackend(self.cfg.data.world_seed), host=t.embedded_host)
+            url = self._server.url if t.embedded_host not in ("0.0.0.0", "::") \
+                else f"http://127.0.0.1:{self._server.port}/v1"  # a wildcard bind: ask over loopback
         from gadx.teacher import TeacherClient
 
         cache = t.cache_path or str(self.out / "teacher_cache.sqlite")
@@ -222,21 +226,26 @@ class Env:
         return {"messages": s.messages, "temperature": t.temperature, "max_tokens": t.max_tokens, "seed": t.seed}
 
     def prefetcher(self, batches):
-        if self.client is None:
-            return _FileReplies(batches)
-        from gadx.teacher import Prefetcher
+        """The step feed (collective ``get``): ``batches`` yields each step's requests for all of
+        its prompts; rank 0 fetches them, every rank receives its share as token ids."""
+        from .teacher_feed import TeacherFeed
 
-        return Prefetcher(self.client, batches, depth=self.cfg.teacher.prefetch_depth)
+        return TeacherFeed(batches, remote=self.remote_teacher, client=self.client, encode=self.reply_ids,
+                           depth=self.cfg.teacher.prefetch_depth)
 
     def teacher_cost(self) -> float:
+        """Spent so far (rank 0 holds the client; 0 on the other ranks, which log nothing)."""
         return float(self.client.stats()["cost_usd"]) if self.client is not None else 0.0
 
     def teacher_texts(self, samples: list[Sample]) -> list[str]:
-        if self.client is None:
-            return [s.reply for s in samples]
+        """Collective: the teacher's replies to ``samples`` on every rank, asked by rank 0 only."""
+        from .teacher_feed import fetch_texts
+
         t = self.cfg.teacher
-        futs = [self.client.submit(s.messages, temperature=t.temperature, max_tokens=t.max_tokens, seed=t.seed) for s in samples]
-        return [f.result().text for f in futs]
+        reqs = [{"reply": s.reply} if s.reply is not None else
+                {"messages": s.messages, "temperature": t.temperature, "max_tokens": t.max_tokens, "seed": t.seed}
+                for s in samples]
+        return fetch_texts(self.client, reqs, remote=self.remote_teacher)
 
     # ---- tokens ----------------------------------------------------------------------------
 

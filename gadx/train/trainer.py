@@ -169,30 +169,21 @@ class Run:
         return slice(self.dims.dp_rank * k, (self.dims.dp_rank + 1) * k)
 
     def _batches(self, cursor_state: dict, step: int):
-        """This rank's teacher requests for every upcoming step, in order (fed to the Prefetcher)."""
+        """Every upcoming step's teacher requests, all DP shares (global rank 0 fetches them all)."""
         cur = Cursor.from_state(cursor_state)
         while True:
-            P = self._prompts_at(step)
-            yield [self.env.request(i) for i in cur.next(P)[self._share(P)]]
+            yield [self.env.request(i) for i in cur.next(self._prompts_at(step))]
             step += 1
 
     def _next_batch(self, step: int) -> Batch:
         P = self._prompts_at(step)
         share = self._share(P)
-        idx = self.cursor.next(P)[share]
-        t0 = time.perf_counter()
-        replies = self.prefetch.get()
-        wait = time.perf_counter() - t0
-        prompts, teacher, finished = [], [], []
-        for i, rep in zip(idx, replies):
-            if isinstance(rep, Exception):
-                raise RuntimeError(f"teacher request for prompt {i} failed: {rep}")
-            p = self.env.prompt_ids(i)
-            t = self.env.reply_ids(rep.text)
-            prompts.append(p)
-            teacher.append(t)
-            finished.append(t[-1] in self.env.eos_ids)
-        return Batch(prompts, teacher, finished, global_prompts=P, first=share.start, teacher_wait_s=wait)
+        idx = self.cursor.next(P)
+        teacher = self.prefetch.get(idx, share)  # collective: rank 0's replies, as token ids
+        prompts = [self.env.prompt_ids(i) for i in idx[share]]
+        finished = [t[-1] in self.env.eos_ids for t in teacher]
+        return Batch(prompts, teacher, finished, global_prompts=P, first=share.start,
+                     teacher_wait_s=self.prefetch.last_wait_s)
 
     # ---- D health -------------------------------------------------------------------------
 

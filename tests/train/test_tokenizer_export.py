@@ -1,4 +1,4 @@
-"""The student_hf tokenizer export (gadx.tokenizer.export_hf_tokenizer) encodes as gadx does
+"""The student_hf tokenizer export (gadx.tokenizer.save_hf_tokenizer) encodes as gadx does
 under transformers: on the embedded world's sentencepiece tokenizer (llama3 template) and on a
 SmolLM2-style byte-level BPE tokenizer with SmolLM2's chat template, both built locally."""
 import json
@@ -7,7 +7,7 @@ import pytest
 
 transformers = pytest.importorskip("transformers")
 
-from gadx.tokenizer import export_hf_tokenizer, load_tokenizer  # noqa: E402
+from gadx.tokenizer import save_hf_tokenizer, load_tokenizer  # noqa: E402
 
 # SmolLM2-Instruct's template shape: ChatML with a default system turn
 SMOL_TEMPLATE = (
@@ -56,7 +56,7 @@ def _world_text():
 
 def test_smollm2_style_export_encodes_like_gadx(tmp_path):
     tok = _smol_tokenizer(tmp_path, _world_text())
-    out = export_hf_tokenizer(tok, tmp_path / "student_hf")
+    out = save_hf_tokenizer(tok, tmp_path / "student_hf")
     (out / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
     for chat in CHATS:
         ids, hf = _hf_ids(out, chat)
@@ -66,7 +66,7 @@ def test_smollm2_style_export_encodes_like_gadx(tmp_path):
 
 def test_embedded_world_sentencepiece_export_encodes_like_gadx(tmp_path, world_tok):
     tok = load_tokenizer(world_tok)
-    out = export_hf_tokenizer(tok, tmp_path / "student_hf")
+    out = save_hf_tokenizer(tok, tmp_path / "student_hf")
     assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
     for chat in CHATS:
         want = tok.encode_chat(chat)
@@ -74,11 +74,10 @@ def test_embedded_world_sentencepiece_export_encodes_like_gadx(tmp_path, world_t
         assert ids == want, type(hf).__name__
         assert hf.decode(ids, skip_special_tokens=True) == tok.decode(ids)
         assert load_tokenizer(out).encode_chat(chat) == want  # gadx reads its own export back the same
-    # the student's folder also holds config.json (model_type qwen2): the fast class reads tokenizer.json as is
+    # the student's folder also holds config.json (model_type qwen2), for which transformers 5 forces
+    # Qwen2Tokenizer unless steered: the export must still load as the same tokenizer
     (out / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}))
+    save_hf_tokenizer(tok, out)
     for chat in CHATS:
-        ids, _ = _hf_ids(out, chat, transformers.PreTrainedTokenizerFast)
-        assert ids == tok.encode_chat(chat)
-    if int(transformers.__version__.split(".")[0]) < 5:  # transformers 5 forces Qwen2Tokenizer on every qwen2 folder
-        for chat in CHATS:
-            assert _hf_ids(out, chat)[0] == tok.encode_chat(chat)
+        assert _hf_ids(out, chat)[0] == tok.encode_chat(chat)
+        assert _hf_ids(out, chat, transformers.PreTrainedTokenizerFast)[0] == tok.encode_chat(chat)
