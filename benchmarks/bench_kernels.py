@@ -43,10 +43,10 @@ def eager_logp(h, w, t):
 
 def eager_loss(h, w, t, adv, old, ref, mask, kl_coef=0.001):
     logp = eager_logp(h, w, t)
-    ratio = torch.exp(logp - old)
+    ratio = torch.exp((logp - old).clamp(-20, 20))  # verl's log-ratio clamp, as gadx.kernels does
     pg = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.2))
     pg = torch.where(adv < 0, torch.minimum(pg, -adv * 3.0), pg)
-    d = ref - logp
+    d = (ref - logp).clamp(-20, 20)
     kl = (torch.exp(d) - d - 1).clamp(-10, 10)
     return ((pg + kl_coef * kl) * mask).sum() / mask.sum()
 
