@@ -115,6 +115,9 @@ class GadCfg:
     d_acc_gate: float = 0.65  # held-out pairwise accuracy D must reach before policy updates
     d_gate_steps: int = 20  # extra D-only steps allowed to reach the gate before giving up
     freeze_discriminator: bool = False  # the paper's off-policy ablation (reward hacking)
+    # policy updates per rollout on the same samples and old log-probs (verl's ppo_epochs, TRL's
+    # num_iterations); the paper uses 1. Above 1 the ratio moves off 1 and the clip acts.
+    policy_epochs: int = 1
 
 
 @dataclass(kw_only=True)
@@ -333,6 +336,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"stages.warmup.d_every must be >= 1, got {s.warmup.d_every}")
     if s.rollout_prompts_per_call < 0:
         raise ValueError(f"stages.rollout_prompts_per_call must be >= 0, got {s.rollout_prompts_per_call}")
+    if s.gad.policy_epochs < 1:
+        raise ValueError(f"stages.gad.policy_epochs must be >= 1, got {s.gad.policy_epochs}")
     if not 0.0 <= s.gad.d_acc_gate < 1.0:
         raise ValueError(f"stages.gad.d_acc_gate must be in [0, 1), got {s.gad.d_acc_gate}")
     if not cfg.teacher.base_url and not cfg.teacher.replies_file:
