@@ -297,6 +297,12 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
+def d_group_tokens(s: StagesCfg) -> int:
+    """The least micro-batch budget D needs: a prompt's teacher reply and its n_samples samples
+    are packed into one micro-batch, each up to max_prompt_len + max_response_len tokens."""
+    return (s.n_samples + 1) * (s.max_prompt_len + s.max_response_len)
+
+
 def validate(cfg: TrainConfig) -> None:
     """Checks that need no model or network; one-line ValueErrors."""
     s, p, r = cfg.stages, cfg.parallel, cfg.run
@@ -319,7 +325,7 @@ def validate(cfg: TrainConfig) -> None:
             f"parallel.micro_batch_tokens={p.micro_batch_tokens} cannot hold one sequence of "
             f"max_prompt_len + max_response_len = {s.max_prompt_len + s.max_response_len}"
         )
-    group = (s.n_samples + 1) * (s.max_prompt_len + s.max_response_len)
+    group = d_group_tokens(s)
     if r.plan != "seqkd" and group > p.micro_batch_tokens:
         # D's Bradley-Terry loss needs a prompt's teacher reply and its samples in one micro-batch
         raise ValueError(
