@@ -71,3 +71,10 @@ def test_flipped_advantage_sign_fails(tmp_path, tiny_args, monkeypatch):
     monkeypatch.setattr(step, "group_advantages", lambda r: -flip(r))
     bad = mismatches(gad_rows(tmp_path, tiny_args), json.loads(GOLDEN.read_text()))
     assert any("loss/g_pg" in b for b in bad) and any("grad_norm/g" in b for b in bad), bad
+
+
+def test_policy_epochs_must_be_positive(tmp_path, tiny_args):
+    from gadx.train.config import load_config
+
+    with pytest.raises(ValueError, match="policy_epochs must be >= 1, got 0"):
+        load_config(tiny_args(tmp_path, "stages.gad.policy_epochs=0"))
