@@ -179,9 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="also write the rows here")
     a = ap.parse_args(argv)
+    import os
+
+    from conftest import machine_info
+
+    load = os.getloadavg()[0]
     rows = table()
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
+        a.json.write_text(json.dumps({"machine": machine_info(), "loadavg_1m": [load, os.getloadavg()[0]],
+                                      "H": H, "rows": rows}, indent=1))
     print(markdown(rows))
     return 0
 

@@ -51,6 +51,11 @@ def machine_info() -> dict:
             info[mod] = getattr(m, "__version__", "?")
         except Exception:  # optional peers: absent is fine
             info[mod] = None
+    try:  # liger_kernel has no __version__
+        from importlib.metadata import version
+        info["liger-kernel"] = version("liger-kernel")
+    except Exception:
+        info["liger-kernel"] = None
     return info
 
 

@@ -35,6 +35,9 @@ def smoke_run(tmp_path_factory):
     env = {**os.environ, "GADX_BENCH_SMOKE": "1", "GADX_BENCH_OUT": str(out / "results"), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("TRITON_INTERPRET", None)  # tests/conftest.py sets it; `pytest benchmarks/` from a shell does not
+    # one thread per process: smoke shapes gain nothing from intra-op threads, and the benchmarks
+    # run two processes at once, so two threads each only spin against each other on 2 cores
+    env.setdefault("OMP_NUM_THREADS", "1")
     junit = out / "junit.xml"
     cmd = [sys.executable, "-m", "pytest", *map(str, BENCH_FILES), "-q", "-p", "no:cacheprovider",
            "--benchmark-disable", f"--junitxml={junit}", "-o", "timeout=300"]
