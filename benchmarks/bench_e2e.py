@@ -2,6 +2,7 @@
 
     pytest benchmarks/bench_e2e.py --benchmark-only -s
     python benchmarks/bench_e2e.py --teacher prefetch --out-dir /tmp/e2e   # one variant, JSON on stdout
+    GADX_BENCH_SMOKE=1 pytest benchmarks/bench_e2e.py   # seconds: a 1-layer student, 2 prompts x 2 samples
 
 A short ``gad`` plan of the embedded default (synthetic world, its teacher served
 over HTTP in a thread, tiny from-scratch student): ``WARMUP_STEPS`` warmup steps,
@@ -32,8 +33,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _models import run_json_scripts  # noqa: E402
+from _smoke import pick  # noqa: E402
 
-WARMUP_STEPS, GAD_STEPS = 2, 4
+WARMUP_STEPS, GAD_STEPS = pick(full=(2, 4), smoke=(2, 2))
+# smoke: the tiny trainer-test shape (tests/train/conftest.py), so the two variants take seconds
+SMOKE_SETS = pick(full={}, smoke={
+    "model.hidden_size": 32, "model.intermediate_size": 64, "model.num_layers": 1, "model.num_heads": 2,
+    "model.num_kv_heads": 1, "stages.prompts_per_step": 2, "stages.sft_prompts_per_step": 2, "stages.n_samples": 2,
+    "stages.max_prompt_len": 48, "stages.max_response_len": 12, "parallel.micro_batch_tokens": 256,
+    "data.held_out_size": 4, "run.eval_size": 4, "run.eval_limit": 4})
 SPLIT = ("time/step", "time/rollout", "time/teacher_wait", "time/scoring", "time/update", "tokens_per_s")
 SHOWN = SPLIT + ("len/student", "len/teacher", "loss/g_pg")  # per-step rows kept in the results JSON
 
@@ -42,7 +50,7 @@ def overrides(out_dir: Path) -> list[str]:
     sets = {
         "run.plan": "gad", "run.out_dir": str(out_dir), "run.eval_every": 10_000, "run.tensorboard": "false",
         "run.progress": "false", "stages.warmup.steps": WARMUP_STEPS, "stages.warmup.d_only_steps": 1,
-        "stages.gad.steps": GAD_STEPS, "stages.gad.d_acc_gate": 0.0,
+        "stages.gad.steps": GAD_STEPS, "stages.gad.d_acc_gate": 0.0, **SMOKE_SETS,
     }
     return [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
 
@@ -107,7 +115,6 @@ def variant_cmd(teacher: str, out_dir: Path) -> list[str]:
 
 @pytest.mark.timeout(3600)  # minutes on a loaded 2-core CPU; pyproject's default is 600 s
 def test_e2e_prefetch_vs_sync(benchmark, record, tmp_path):
-    pytest.importorskip("gadx.train.trainer", reason="the trainer (gadx.train) is not importable yet")
     load_before = os.getloadavg()[0]
 
     def compare():

@@ -2,6 +2,7 @@
 
     python -m pytest benchmarks/bench_kernels.py -q -s -m 'not slow'  # T=4096, H=512, V=32000
     python -m pytest benchmarks/bench_kernels.py -q -s -m slow      # + T=8192, H=1024, V=65536
+    GADX_BENCH_SMOKE=1 python -m pytest benchmarks/bench_kernels.py  # seconds: T=64, H=32, V=517
 
 Eager = fp32 logits -> log_softmax -> gather -> GRPO loss (+ k3 KL), backward.
 Ours  = grpo_loss(..., backend="torch"), forward + backward.
@@ -14,14 +15,19 @@ The GPU table lives in tools/gpu_bench_kernels.py.
 """
 import multiprocessing as mp
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from gadx.kernels import grpo_loss, token_logprobs
 
-SIZES = {"base": (4096, 512, 32000), "large": (8192, 1024, 65536)}
+sys.path.insert(0, str(Path(__file__).parent))
+from _smoke import pick  # noqa: E402
+
+SIZES = {"base": pick(full=(4096, 512, 32000), smoke=(64, 32, 517)), "large": (8192, 1024, 65536)}
 
 
 def make_inputs(T, H, V, seed=0):
@@ -43,10 +49,10 @@ def eager_logp(h, w, t):
 
 def eager_loss(h, w, t, adv, old, ref, mask, kl_coef=0.001):
     logp = eager_logp(h, w, t)
-    ratio = torch.exp(logp - old)
+    ratio = torch.exp((logp - old).clamp(-20, 20))  # verl's log-ratio clamp, as gadx.kernels does
     pg = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.2))
     pg = torch.where(adv < 0, torch.minimum(pg, -adv * 3.0), pg)
-    d = ref - logp
+    d = (ref - logp).clamp(-20, 20)
     kl = (torch.exp(d) - d - 1).clamp(-10, 10)
     return ((pg + kl_coef * kl) * mask).sum() / mask.sum()
 

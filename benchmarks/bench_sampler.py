@@ -1,6 +1,7 @@
 """Rollout generation: gadx KVCacheSampler vs transformers' ``generate``, same model, same run.
 
     pytest benchmarks/bench_sampler.py --benchmark-only -s
+    GADX_BENCH_SMOKE=1 pytest benchmarks/bench_sampler.py   # seconds: batch 4 x 8 new tokens, 1 layer
 
 Tiny random Qwen2 (4 layers, hidden 256, GQA 4/2, vocab 4096), batch 64 prompts
 of 16 tokens, 128 new tokens sampled at temperature 0.8 with no EOS stop, so both
@@ -11,7 +12,9 @@ noisy). Correctness check first: greedy output of both engines must agree.
 from __future__ import annotations
 
 import os
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +23,14 @@ import torch
 from gadx.models.config import ModelConfig
 from gadx.sampler import KVCacheSampler
 
-B, PROMPT, NEW, TEMPERATURE = 64, 16, 128, 0.8
+sys.path.insert(0, str(Path(__file__).parent))
+from _smoke import pick  # noqa: E402
+
+B, PROMPT, NEW = pick(full=(64, 16, 128), smoke=(4, 8, 8))
+TEMPERATURE = 0.8
 QWEN2 = dict(vocab_size=4096, hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
              num_key_value_heads=2, tie_word_embeddings=True, rope_theta=1e6, max_position_embeddings=512)
+QWEN2.update(pick(full={}, smoke=dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=1)))
 
 
 def _hf_generate(model, ids, *, do_sample, n):

@@ -10,6 +10,9 @@ At the end of the session the rows go to ``benchmarks/results/<UTC time>.json`` 
 ``.csv`` with the machine, library versions and git commit, and a markdown table is
 printed. Set ``GADX_BENCH_OUT`` to write elsewhere. Benchmarks never fail on a time
 threshold; they fail only when a correctness check inside them fails.
+
+``GADX_BENCH_SMOKE=1`` shrinks every benchmark to seconds (``_smoke.py``); such a session
+writes results only where ``GADX_BENCH_OUT`` points, marked ``"smoke": true``.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from _smoke import SMOKE
 
 _ROWS: list[dict] = []
 
@@ -46,6 +51,11 @@ def machine_info() -> dict:
             info[mod] = getattr(m, "__version__", "?")
         except Exception:  # optional peers: absent is fine
             info[mod] = None
+    try:  # liger_kernel has no __version__
+        from importlib.metadata import version
+        info["liger-kernel"] = version("liger-kernel")
+    except Exception:
+        info["liger-kernel"] = None
     return info
 
 
@@ -87,20 +97,20 @@ def record(benchmark):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not _ROWS:
-        return
+    if not _ROWS or (SMOKE and not os.environ.get("GADX_BENCH_OUT")):
+        return  # smoke sizes are not results: never into benchmarks/results by default
     out_dir = Path(os.environ.get("GADX_BENCH_OUT", Path(__file__).parent / "results"))
     out_dir.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     stamp = info["time_utc"].replace(":", "").replace("+0000", "Z")
-    (out_dir / f"{stamp}.json").write_text(json.dumps({"machine": info, "rows": _ROWS}, indent=2))
+    (out_dir / f"{stamp}.json").write_text(json.dumps({"machine": info, "smoke": SMOKE, "rows": _ROWS}, indent=2))
     with open(out_dir / f"{stamp}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["group", "name", "ours", "peer_name", "peer", "unit", "speedup_vs_peer"],
                            extrasaction="ignore")
         w.writeheader()
         w.writerows(_ROWS)
     hw = info["cuda"] or f"{info['cpu']} ({info['torch_threads']} threads)"
-    lines = [f"\n### gadx benchmarks on {hw}, torch {info['torch']}, commit {info['commit']}",
+    lines = [f"\n### gadx benchmarks{' (SMOKE SIZES: not results)' if SMOKE else ''} on {hw}, torch {info['torch']}, commit {info['commit']}",
              "| group | measure | gadx | peer | peer value | gadx speed-up |", "|---|---|---|---|---|---|"]
     for r in _ROWS:
         lines.append(f"| {r['group']} | {r['name']} | {r['ours']:.4g} {r['unit']} | {r['peer_name']} | "

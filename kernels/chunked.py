@@ -4,9 +4,20 @@ For each chunk of tokens (sized by a byte budget): one GEMM -> fp32 logits
 buffer [C, V]; row stats (Triton or torch); optional merge over a
 vocab-parallel group; log-probs; then, when a loss callback is given, its
 dL/dlogp turns the same buffer into dL/dlogits and two GEMMs give dX and the
-fp32 weight-grad accumulation. The gradient is formed in the forward pass, so
-peak extra memory is one chunk's logits (+ its bf16 grad on GPU), never [T, V].
-No host syncs: chunk bounds depend only on shapes.
+fp32 weight-grad accumulation. No host syncs: chunk bounds depend only on shapes.
+
+Memory (what the pass holds beyond its inputs and outputs):
+  - one chunk: C x V fp32 logits, reused in place for dL/dlogits, plus (CUDA, bf16/fp16
+    weights) a C x V copy of the gradient in that dtype for the GEMMs. C = budget /
+    (V x (4 + grad bytes)), capped at T; the budget is DEFAULT_CHUNK_BYTES (2 GiB on CUDA,
+    64 MiB on CPU) or chunk_bytes. So a micro-batch of up to C tokens IS one chunk and its
+    whole [T, V] exists at once: C = 2,304 tokens at V = 152,064 with bf16 weights, 3,520
+    with fp32. Chunking bounds the logits by the budget, not below it.
+  - the weight gradient dW [V, H] in fp32 (when the weight needs a grad), accumulated
+    over chunks; grpo.py holds it from the forward pass to the backward pass. At Qwen2.5-7B's
+    head (V = 152,064, H = 3,584) that is 2.2 GB, the same order as the chunk.
+  - dX [T, H] in the GEMM dtype; the torch row kernels add two [64, V] fp32 temporaries.
+The no-grad Triton log-prob path (triton_logprobs.py) holds none of these.
 """
 import torch
 import torch.distributed as dist

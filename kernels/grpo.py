@@ -1,4 +1,4 @@
-"""GRPO policy loss fused with the LM head: loss and grads without [T, V] logits.
+"""GRPO policy loss fused with the LM head: loss and grads from logits in token chunks.
 
     loss, metrics = grpo_loss(hidden_TH, weight_VH, targets_T, adv_T, old_logp_T, ref_logp_T, mask_T,
                               clip_low=0.2, clip_high=0.2, dual_clip=3.0, kl_coef=0.001,
@@ -9,6 +9,11 @@ Layering (Liger style): row kernels (triton_rows.py / rowwise_torch.py) ->
 chunked head pass (chunked.py) -> _GRPOLoss (autograd.Function) -> functions
 below. The gradient is computed during the forward pass (the loss is a scalar,
 so backward only scales the stored dX and fp32 dW by the upstream grad).
+Peak extra memory: one chunk of fp32 logits (the whole [T, V] when T is below the chunk
+size: 2 GiB budget on CUDA, so up to ~2,300 tokens at V = 152K), plus dW [V, H] in fp32
+held from forward to backward, plus in backward its copy scaled by the upstream grad (in
+the weight's dtype), plus dX [T, H]. Details and the arithmetic: chunked.py; measured
+against eager PyTorch and Liger: benchmarks/bench_loss_memory.py.
 loss = sum(mask * per_token) / normalizer; normalizer may be a device tensor
 (e.g. the valid-token count over micro-batches and ranks), never read on host.
 Metrics (0-d, over masked-in tokens): clip_frac, kl, ratio, entropy if asked.

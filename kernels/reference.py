@@ -27,7 +27,8 @@ def reference_grpo_loss(hidden_TH, weight_VH, targets_T, advantages_T, old_logpr
     clean = lambda x: torch.where(m > 0, x.double(), 0.0)  # noqa: E731
     adv, old = clean(advantages_T), clean(old_logprobs_T)
     ref_logprobs_T = None if ref_logprobs_T is None else clean(ref_logprobs_T)
-    ratio = torch.exp(logp_T - old)
+    # verl clamps log-ratios to +-20 before exp (fp32 exp overflows past ~88; inf * 0 = nan)
+    ratio = torch.exp(torch.clamp(logp_T - old, -20, 20))
     pg1 = -adv * ratio
     pg2 = -adv * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
     pg = torch.maximum(pg1, pg2)
@@ -35,7 +36,7 @@ def reference_grpo_loss(hidden_TH, weight_VH, targets_T, advantages_T, old_logpr
         pg = torch.where(adv < 0, torch.minimum(pg, -adv * dual_clip), pg)
     kl = torch.zeros_like(pg)
     if ref_logprobs_T is not None:
-        d = ref_logprobs_T.double() - logp_T
+        d = torch.clamp(ref_logprobs_T.double() - logp_T, -20, 20)
         kl = torch.clamp(torch.exp(d) - d - 1, -10, 10)
     per_token = pg + kl_coef * kl if ref_logprobs_T is not None else pg
     per_token = torch.where(m > 0, per_token * m, torch.zeros_like(per_token))

@@ -118,6 +118,9 @@ class GadCfg:
     d_acc_gate: float = 0.65  # held-out pairwise accuracy D must reach before policy updates
     d_gate_steps: int = 20  # extra D-only steps allowed to reach the gate before giving up
     freeze_discriminator: bool = False  # the paper's off-policy ablation (reward hacking)
+    # policy updates per rollout on the same samples and old log-probs (verl's ppo_epochs, TRL's
+    # num_iterations); the paper uses 1. Above 1 the ratio moves off 1 and the clip acts.
+    policy_epochs: int = 1
 
 
 @dataclass(kw_only=True)
@@ -301,6 +304,12 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
+def d_group_tokens(s: StagesCfg) -> int:
+    """The least micro-batch budget D needs: a prompt's teacher reply and its n_samples samples
+    are packed into one micro-batch, each up to max_prompt_len + max_response_len tokens."""
+    return (s.n_samples + 1) * (s.max_prompt_len + s.max_response_len)
+
+
 def validate(cfg: TrainConfig) -> None:
     """Checks that need no model or network; one-line ValueErrors."""
     from .config_checks import check_ranges
@@ -326,7 +335,7 @@ def validate(cfg: TrainConfig) -> None:
             f"parallel.micro_batch_tokens={p.micro_batch_tokens} cannot hold one sequence of "
             f"max_prompt_len + max_response_len = {s.max_prompt_len + s.max_response_len}"
         )
-    group = (s.n_samples + 1) * (s.max_prompt_len + s.max_response_len)
+    group = d_group_tokens(s)
     if r.plan != "seqkd" and group > p.micro_batch_tokens:
         # D's Bradley-Terry loss needs a prompt's teacher reply and its samples in one micro-batch
         raise ValueError(
@@ -343,6 +352,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"stages.warmup.d_every must be >= 1, got {s.warmup.d_every}")
     if s.rollout_prompts_per_call < 0:
         raise ValueError(f"stages.rollout_prompts_per_call must be >= 0, got {s.rollout_prompts_per_call}")
+    if s.gad.policy_epochs < 1:
+        raise ValueError(f"stages.gad.policy_epochs must be >= 1, got {s.gad.policy_epochs}")
     if not 0.0 <= s.gad.d_acc_gate < 1.0:
         raise ValueError(f"stages.gad.d_acc_gate must be in [0, 1), got {s.gad.d_acc_gate}")
     if not cfg.teacher.base_url and not cfg.teacher.replies_file:

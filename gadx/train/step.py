@@ -274,7 +274,13 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
         # 6. D update: Bradley-Terry on (teacher reply, each sample); skipped for the frozen-D ablation
         m = _d_update(ctx, batch, responses) if update_d else {}
         # 7. G update: clipped surrogate + k3 KL, token-mean over all ranks
-        m.update(_grpo_update(ctx, prompts, responses, adv_PN.flatten(), old, ref))
+        # (policy_epochs > 1: again on the same samples and old log-probs; metrics are the last
+        # update's, skipped/g is whether any was skipped)
+        skipped = False
+        for _ in range(ctx.stages.gad.policy_epochs):
+            m.update(_grpo_update(ctx, prompts, responses, adv_PN.flatten(), old, ref))
+            skipped = skipped or m["skipped/g"]
+        m["skipped/g"] = skipped
     return {**m, **dp_mean(dims, {
         "reward/mean": reward_PN.mean(), "reward/std": reward_PN.std(dim=1).mean(),
         "d_acc/train": pairwise_acc(d_teacher_P, reward_PN), "loss/d_pre": bt_loss(d_teacher_P, reward_PN),
