@@ -121,6 +121,7 @@ class _Stats:
     ok: int = 0
     permanent: int = 0
     failed: int = 0
+    abandoned: int = 0  # on the wire when the client closed: possibly billed, no reply
     retries: collections.Counter = field(default_factory=collections.Counter)
     http_429: int = 0
     prompt_tokens: int = 0
@@ -251,6 +252,7 @@ class TeacherClient:
             "cost_usd": s.cost_usd,
             "gate_wait_s": self._limiter.gate_wait_s,
             "on_wire": len(self._on_wire),
+            "abandoned": s.abandoned,
             **self._failing_state(),
             "latency_p50_s": pct(0.5),
             "latency_p90_s": pct(0.9),
@@ -503,6 +505,7 @@ class TeacherClient:
             return None, b"", {}, e
         except asyncio.CancelledError:
             on_wire = asyncio.current_task() in self._on_wire
+            self._stats.abandoned += on_wire
             self._cache.ledger(key, attempt, "abandoned" if on_wire else "not_sent",
                                detail="the client closed while waiting for the reply" if on_wire else "closed")
             raise
