@@ -179,12 +179,25 @@ def _check_args(args) -> None:
             raise ValueError(f"{flag} {path} is a folder; give a file name")
 
 
-class Stopped(KeyboardInterrupt):
-    """Raised in the main thread by SIGTERM, so a scheduler's stop is handled like Ctrl-C."""
+class _Signals:
+    """While active (main thread only), SIGINT and SIGTERM are noted instead of raising: the collection
+    loop polls `received` and stops between two steps, so no reply already taken off the queue is
+    dropped half-recorded. A SIGINT that the shell set to be ignored (a background job) stays ignored."""
 
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+    def __init__(self):
+        self.received: list[int] = []
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._old[sig] = signal.signal(sig, lambda signum, _: self.received.append(signum))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 class _Progress:
@@ -271,7 +284,6 @@ def _collect(args, prompts: list[list[dict]]) -> int:
     done: queue.SimpleQueue = queue.SimpleQueue()  # (job, future) as each future resolves
     counts = {"cached": 0, "failed": 0}
     status, stop = 0, None  # stop: why the run ended early (a line for the user)
-    on_main = threading.current_thread() is threading.main_thread()
     try:
         client = TeacherClient(base_url, args.model, cache_path=cache, api_key_env=args.api_key_env,
                                max_in_flight=args.max_in_flight, rpm=args.rpm, tpm=args.tpm, max_usd=args.max_usd,
@@ -280,7 +292,7 @@ def _collect(args, prompts: list[list[dict]]) -> int:
         if server is not None:
             server.stop()
         raise
-    old_term = signal.signal(signal.SIGTERM, _raise_stopped) if on_main else None
+    signals = _Signals().__enter__()
 
     def record(job, fut) -> None:
         exc = fut.exception()
@@ -307,41 +319,40 @@ def _collect(args, prompts: list[list[dict]]) -> int:
         progress = _Progress(len(jobs), args.progress_every_s)
         t_end = time.monotonic() + args.deadline_s if args.deadline_s else math.inf
         submitted = finished = 0
-        try:
-            while finished < len(jobs):
-                while submitted < len(jobs) and submitted - finished < window:
-                    i, s = jobs[submitted]
-                    fut = client.submit(prompts[i], sample_index=s, **sampling)
-                    fut.add_done_callback(lambda f, job=(i, s): done.put((job, f)))
-                    submitted += 1
-                if time.monotonic() > t_end:
-                    stop, status = f"the --deadline-s of {args.deadline_s:g} s passed", 3
-                    break
-                try:
-                    job, fut = done.get(timeout=0.5)
-                except queue.Empty:
-                    progress.show(finished, counts, client.stats())
-                    continue
-                finished += 1
-                record(job, fut)
-                exc = fut.exception()
-                if isinstance(exc, (QuotaExceeded, BudgetExceeded)):
-                    stop, status = str(exc), 3
-                    break
-                progress.show(finished, counts, client.stats(), advanced=1)
-        except KeyboardInterrupt as e:
-            signum = getattr(e, "signum", signal.SIGINT)
-            stop, status = f"{signal.Signals(signum).name} received", 128 + signum
+        while finished < len(jobs):
+            if signals.received:
+                signum = signals.received[0]
+                stop, status = f"{signal.Signals(signum).name} received", 128 + signum
+                break
+            while submitted < len(jobs) and submitted - finished < window:
+                i, s = jobs[submitted]
+                fut = client.submit(prompts[i], sample_index=s, **sampling)
+                fut.add_done_callback(lambda f, job=(i, s): done.put((job, f)))
+                submitted += 1
+            if time.monotonic() > t_end:
+                stop, status = f"the --deadline-s of {args.deadline_s:g} s passed", 3
+                break
+            try:
+                job, fut = done.get(timeout=0.2)
+            except queue.Empty:
+                progress.show(finished, counts, client.stats())
+                continue
+            finished += 1
+            record(job, fut)
+            exc = fut.exception()
+            if isinstance(exc, (QuotaExceeded, BudgetExceeded)):
+                stop, status = str(exc), 3
+                break
+            progress.show(finished, counts, client.stats(), advanced=1)
         if stop is not None:
-            _drain(client, args.drain_s, stop, on_main)
+            _drain(client, args.drain_s, stop, signals)
     finally:
         if progress is not None:
             progress.close()
         client.close()
         if server is not None:
             server.stop()
-        if on_main:
-            signal.signal(signal.SIGTERM, old_term)
+        signals.__exit__()
     while True:  # replies that arrived while stopping are kept too
         try:
             job, fut = done.get_nowait()
@@ -386,12 +397,8 @@ def _collect(args, prompts: list[list[dict]]) -> int:
     return status
 
 
-def _raise_stopped(signum, frame) -> None:
-    raise Stopped(signum)
-
-
-def _drain(client, wait_s: float, why: str, on_main: bool) -> None:
-    """Stop sending; wait up to wait_s for the replies already on the wire (a signal now ends the wait)."""
+def _drain(client, wait_s: float, why: str, signals: _Signals) -> None:
+    """Stop sending; wait up to wait_s for the replies already on the wire (another signal ends the wait)."""
     client.stop_sending()
     n = client.on_wire()
     if not n:
@@ -399,18 +406,10 @@ def _drain(client, wait_s: float, why: str, on_main: bool) -> None:
         return
     print(f"\ngadx collect: stopping: {why}; waiting up to {wait_s:g} s for {n} replies already sent "
           "(Ctrl-C again to give up on them)", file=sys.stderr, flush=True)
-    give_up = threading.Event()
-    old = {}
-    if on_main:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, lambda *_: give_up.set())
-    try:
-        t_end = time.monotonic() + wait_s
-        while client.on_wire() and time.monotonic() < t_end and not give_up.is_set():
-            time.sleep(0.02)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+    n_signals = len(signals.received)
+    t_end = time.monotonic() + wait_s
+    while client.on_wire() and time.monotonic() < t_end and len(signals.received) == n_signals:
+        time.sleep(0.02)
 
 
 if __name__ == "__main__":

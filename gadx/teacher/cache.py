@@ -243,7 +243,9 @@ class Cache:
                     conn.execute("ROLLBACK")
                 error = e
             for _, _, fut in items:
-                if fut is not None:
+                # A waiter may have given up (cancelled its future); the row is committed all the same,
+                # and the writer must live on for everyone else.
+                if fut is not None and fut.set_running_or_notify_cancel():
                     fut.set_exception(error) if error is not None else fut.set_result(None)
             if stop:
                 conn.close()

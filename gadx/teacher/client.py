@@ -620,7 +620,8 @@ class TeacherClient:
 
 async def _committed(fut: concurrent.futures.Future) -> None:
     if not fut.done():  # NoCache's futures are done already: skip a thread-safe wake-up
-        await asyncio.wrap_future(fut)
+        # shield: cancelling the waiting task must not cancel the cache's future (its writer resolves it)
+        await asyncio.shield(asyncio.wrap_future(fut))
     fut.result()
 
 
