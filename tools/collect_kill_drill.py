@@ -6,7 +6,8 @@
 A local OpenAI-compatible server (127.0.0.1, a fixed latency per request) counts
 every request that reaches it: on a paid API each one may be billed. The drill
 runs `python -m gadx.collect` against it, sends SIGINT once `--int-at` replies
-are committed, re-runs, sends SIGKILL at `--kill-at`, re-runs to the end, then
+are committed (plus half a latency, so requests are on the wire), re-runs, sends
+SIGKILL at `--kill-at` the same way, re-runs to the end, then
 prints one JSON line: requests that reached the server ("bought"), distinct
 replies in the output ("received"), each run's exit status and the cache's
 ledger (lost = in flight at the SIGKILL, abandoned = given up at a stop).
@@ -70,13 +71,14 @@ def committed(cache: Path) -> int:
         return 0
 
 
-def run(argv: list[str], *, stop_at: int | None, sig: int | None, cache: Path) -> int:
+def run(argv: list[str], *, stop_at: int | None, sig: int | None, cache: Path, delay_s: float = 0.0) -> int:
     proc = subprocess.Popen([sys.executable, "-m", "gadx.collect", *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     if stop_at is not None:
         while committed(cache) < stop_at and proc.poll() is None:
             time.sleep(0.01)
+        time.sleep(delay_s)  # half a latency later: the stop lands while requests are on the wire
         proc.send_signal(sig)
     _, err = proc.communicate(timeout=600)
     sys.stderr.write("".join(f"  | {line}\n" for line in err.strip().splitlines()[-4:]))
@@ -98,8 +100,9 @@ def main() -> None:
         inp.write_text("".join(json.dumps({"prompt": f"prompt {i}"}) + "\n" for i in range(args.n)))
         argv = ["--input", str(inp), "--output", str(out), "--cache", str(cache), "--base-url", server.url,
                 "--model", "m", "--max-in-flight", str(args.max_in_flight)]
-        status = [run(argv, stop_at=args.int_at, sig=signal.SIGINT, cache=cache)]
-        status.append(run(argv, stop_at=args.kill_at, sig=signal.SIGKILL, cache=cache))
+        delay = args.latency_s / 2
+        status = [run(argv, stop_at=args.int_at, sig=signal.SIGINT, cache=cache, delay_s=delay)]
+        status.append(run(argv, stop_at=args.kill_at, sig=signal.SIGKILL, cache=cache, delay_s=delay))
         status.append(run(argv, stop_at=None, sig=None, cache=cache))
         rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
         with sqlite3.connect(cache) as db:
