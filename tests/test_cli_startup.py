@@ -6,6 +6,8 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
+
 HEAVY = ("megatron", "torch", "transformer_engine")
 
 
@@ -50,10 +52,28 @@ def test_serve_synthetic_answers_without_torch_or_megatron():
     assert not imported(err) & set(HEAVY), imported(err) & set(HEAVY)
 
 
-def test_checkpoint_serving_and_eval_need_no_megatron():
+def test_checkpoint_serving_and_eval_need_no_megatron(tmp_path):
     # `gadx serve --model` and `gadx eval --model` decode with the KV-cache sampler: torch, not megatron
-    proc = importtime("import gadx.serve.backends, gadx.sampler, gadx.tokenizer, gadx.eval.generate, gadx.eval.cli, "
-                      "gadx.collect, gadx.teacher; from gadx.models import ModelConfig")
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from gadx.tokenizer import train_sentencepiece
+
+    texts = [f"the {a} {b} sat on the {c} mat number {n}." for n, (a, b, c) in enumerate(
+        (a, b, c) for a in ("red", "green", "blue", "black") for b in ("cat", "dog", "fox") for c in ("big", "small"))
+    ] * 10
+    tok = train_sentencepiece(texts, tmp_path, 296)
+    torch.manual_seed(0)
+    cfg = transformers.Qwen2Config(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                                   bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+    transformers.Qwen2ForCausalLM(cfg).save_pretrained(tmp_path)
+    proc = importtime(
+        "import gadx.eval.generate, gadx.eval.cli, gadx.collect, gadx.teacher\n"
+        "from gadx.serve.backends import CheckpointBackend\n"
+        "from gadx.serve.protocol import ChatRequest\n"
+        f"b = CheckpointBackend({str(tmp_path)!r}, max_batch=2)\n"
+        "print(b.sampler.generate([[1, 2, 3]], max_new_tokens=4, eos_ids=[0]).responses)\n")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "megatron" not in imported(proc.stderr)
 
