@@ -287,7 +287,8 @@ def _collect(args, prompts: list[list[dict]]) -> int:
     try:
         client = TeacherClient(base_url, args.model, cache_path=cache, api_key_env=args.api_key_env,
                                max_in_flight=args.max_in_flight, rpm=args.rpm, tpm=args.tpm, max_usd=args.max_usd,
-                               timeout_s=args.timeout_s, retry=RetryPolicy(deadline_s=args.timeout_s))
+                               timeout_s=args.timeout_s, retry=RetryPolicy(deadline_s=args.timeout_s),
+                               cache_endpoint="gadx-synthetic" if args.synthetic else None)
     except BaseException:
         if server is not None:
             server.stop()

@@ -149,6 +149,7 @@ class TeacherClient:
         burst_s: float = 2.0,
         default_max_tokens: int = 1024,
         seed: int | None = None,
+        cache_endpoint: str | None = None,
     ):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -167,7 +168,9 @@ class TeacherClient:
         self.base_url, self.model = base_url.rstrip("/"), model
         self._url = self.base_url + "/chat/completions"
         parts = urlsplit(self._url)
-        self._endpoint = f"{parts.hostname}:{parts.port or ''}{parts.path}"
+        # The endpoint is part of the cache key; a server on a fresh port each run (the in-process
+        # synthetic teacher) names itself with cache_endpoint so a re-run still finds its replies.
+        self._endpoint = cache_endpoint or f"{parts.hostname}:{parts.port or ''}{parts.path}"
         self._retry = retry or RetryPolicy()
         self._price = prices if prices is not None else price_for(model)
         self._max_usd = max_usd

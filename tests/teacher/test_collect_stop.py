@@ -189,3 +189,17 @@ def test_bad_flags_are_one_line_and_send_nothing(fake, tmp_path, capsys, flags, 
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not fake.hits
+
+
+def test_synthetic_collect_resumes_from_its_cache(tmp_path, capsys):
+    # the in-process synthetic teacher listens on a new port each run; its replies must still be found
+    inp, out = tmp_path / "p.jsonl", tmp_path / "r.jsonl"
+    from gadx.world import World
+
+    write_jsonl(inp, [{"prompt": e.prompt} for e in World().split("train")[:5]])
+    argv = ["--input", str(inp), "--output", str(out), "--synthetic", "--max-tokens", "32"]
+    assert collect.main(argv) == 0
+    first = read_jsonl(out)
+    assert collect.main(argv) == 0
+    assert "5 done (5 from cache)" in capsys.readouterr().err
+    assert [r["teacher_response"] for r in read_jsonl(out)] == [r["teacher_response"] for r in first]
