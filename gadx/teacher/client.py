@@ -85,6 +85,10 @@ class Reply:
     attempts: int = 0
 
 
+class _Paused(Exception):
+    """A 429's pause began while this request was connecting: it goes back to wait at the limiter."""
+
+
 class _NotSent(Exception):
     """The send gate shut while the connection was being set up: nothing was written."""
 
@@ -430,6 +434,8 @@ class TeacherClient:
             raise self._fatal
         if self._stopping or self._closed:
             raise ClientClosed("stopped before the request was sent")
+        if self._limiter.pause_until > self._limiter.clock():  # the 429 gate is global, late arrivals included
+            raise _Paused("a 429 pause began while it was connecting")
         self._on_wire.add(asyncio.current_task())
         self._stats.sent += 1
 
@@ -535,7 +541,10 @@ class TeacherClient:
                         deadline = time.monotonic() + policy.deadline_s
                     # On disk before a byte can leave: after a SIGKILL the ledger still knows this may be billed.
                     await _committed(self._cache.ledger(key, attempt, "send"))
-                    status, raw, headers, exc = await self._post(key, attempt, body)
+                    try:
+                        status, raw, headers, exc = await self._post(key, attempt, body)
+                    except _Paused:
+                        continue  # nothing left (ledger 'not_sent'); the slot and budget are released below
                     out = classify(status, raw, exc)
                     usage = _usage(out.usage) if out.kind == "ok" else None
                     # Refund to reported usage; a lost connection may have been counted in full.

@@ -83,3 +83,14 @@ def test_queued_requests_fail_fast_on_quota_without_being_sent(fake, tmp_path):
         for f in queued:
             assert isinstance(f.exception(timeout=5), (QuotaExceeded, ClientClosed))
     assert sum(fake.content_hits.values()) == 1
+
+
+def test_a_request_still_connecting_when_a_429_pause_begins_waits_for_it(fake, tmp_path, slow_connections):
+    fake.script["a"] = [{"kind": "status", "code": 429, "headers": {"retry-after": "1"},
+                         "body": b'{"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}'}]
+    with TeacherClient(fake.url, "m", cache_path=tmp_path / "c.sqlite", retry=FAST) as t:
+        fa = t.submit(msg("a"))
+        fb = t.submit(msg("b"))  # passes the limiter at once, then spends 0.3 s connecting
+        assert fa.result(timeout=10).text == "re: a" and fb.result(timeout=10).text == "re: b"
+    first_a = fake.times["a"][0]
+    assert fake.times["b"][0] - first_a >= 1.0  # the pause is global, late connectors included
