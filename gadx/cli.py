@@ -62,12 +62,16 @@ def run_main(prog: str, main: Callable[[list[str]], int | None], argv: list[str]
             raise
         print(f"\n{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `gadx ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second complaint at exit
+        return 141
     except Exception as e:  # noqa: BLE001 -- the whole point: one line instead of a traceback
         if debug:
             raise
-        print(f"{prog}: error: {describe(e)}", file=sys.stderr)
-        print(f"{prog}: (run again with {DEBUG_FLAG} or {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
-        return 2 if isinstance(e, USAGE_ERRORS) else 1
+        usage = isinstance(e, USAGE_ERRORS)
+        hint = "" if usage else f" (run with {DEBUG_FLAG} or {DEBUG_ENV}=1 for the traceback)"
+        print(f"{prog}: error: {describe(e)}{hint}", file=sys.stderr)
+        return 2 if usage else 1
 
 
 def _usage() -> str:
