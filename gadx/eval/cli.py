@@ -8,13 +8,21 @@
 Writes OUT/results.json, OUT/results.csv, OUT/scores.png, per-prompt records in
 OUT/answers/, and prints the table. Judge and teacher calls are cached in
 --cache-dir (default OUT/cache): a rerun makes no repeated API calls.
+
+Exit status: 0 the table is complete (prompts whose judge reply never parsed
+are left out of a score, as the protocol says, with a warning naming how many);
+1 a row has no score at all because the judge never gave a parseable score
+for any of its prompts, or the judge / teacher API failed or cannot be
+reached (checked before any student is loaded); 2 bad arguments.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gadx.eval.metrics import AGGREGATION
 from gadx.eval.suites import load_suite
@@ -80,11 +88,55 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(names)) != len(names):
         print(f"gadx eval: row names must be unique, got {names} (use --name)", file=sys.stderr)
         return 2
+    for flag, url in (("--judge-url", None if args.no_judge else args.judge_url), ("--teacher-url", args.teacher_url)):
+        if url and (why := _unreachable(url)):  # fail now, not after every student answer is generated
+            print(f"gadx eval: {flag} {url}: cannot connect ({why})", file=sys.stderr)
+            return 1
+    from gadx.teacher import TeacherError
+
     try:
         return _run(args, suites, names)
     except ValueError as e:  # bad checkpoint folder, unset API key variable, prompt too long, ...
         print(f"gadx eval: {e}", file=sys.stderr)
         return 2
+    except TeacherError as e:  # the judge or teacher API failed for good (the message names its URL)
+        print(f"gadx eval: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+def _unreachable(url: str, timeout_s: float = 10.0) -> str | None:
+    """Why a TCP connection to the URL's host cannot be opened, or None when it can."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http(s) URL"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            return None
+    except (OSError, ValueError) as e:
+        return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def _judge_verdict(results: dict, out: Path, attempts: int) -> int:
+    """Warn about prompts left out for unparseable judge replies; 1 when a row got no score at all."""
+    from gadx.eval.runner import _safe
+
+    status = 0
+    for model in results["models"]:
+        for suite, r in results["results"][model].items():
+            n, bad = r.get("n_prompts") or 0, r.get("n_unparseable") or 0
+            if not n or not bad:
+                continue
+            where = out / "answers" / f"{_safe(model)}__{_safe(suite)}.jsonl"
+            if bad == n:
+                print(f"gadx eval: error: the judge never gave a parseable score for {model} on {suite} "
+                      f"({n} prompts, {attempts} tries each): no score; its replies are in {where} (judge_raw)",
+                      file=sys.stderr)
+                status = 1
+            else:
+                print(f"gadx eval: warning: {bad} of {n} judge replies for {model} on {suite} never parsed "
+                      f"(left out of the score); see {where}", file=sys.stderr)
+    return status
 
 
 def _run(args, suites, names) -> int:
@@ -145,7 +197,7 @@ def _run(args, suites, names) -> int:
     paths = write_reports(results, out)
     print(format_table(results))
     print("\n" + "  ".join(f"{k}: {v}" for k, v in paths.items()))
-    return 0
+    return 0 if args.no_judge else _judge_verdict(results, out, args.judge_attempts)
 
 
 def _jsonable(x):

@@ -32,6 +32,7 @@ from torch import nn
 
 from gadx.models.config import ModelConfig
 from gadx.models.fp8 import FP8Config, check_fp8_shapes, resolve_fp8, transformer_config_kwargs
+from gadx.models.rope import rope_inv_freq  # noqa: F401 -- also used by the sampler, which must not import megatron
 from gadx.models.spec import layer_spec
 
 HEADS = ("lm", "score")
@@ -39,23 +40,6 @@ HEADS = ("lm", "score")
 
 def padded_vocab_size(vocab_size: int, tp: int) -> int:
     return math.ceil(vocab_size / tp) * tp
-
-
-def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
-    """RoPE inverse frequencies [head_dim/2] (fp32), with Llama 3.1 "llama3" scaling when set."""
-    d = cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
-    rs = cfg.rope_scaling
-    if rs is None:
-        return inv_freq
-    factor, low, high, orig = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
-    wavelen = 2 * math.pi / inv_freq
-    low_wavelen, high_wavelen = orig / low, orig / high
-    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
-    smooth = (orig / wavelen - low) / (high - low)
-    mid = (1 - smooth) * scaled / factor + smooth * scaled
-    is_mid = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
-    return torch.where(is_mid, mid, scaled)
 
 
 def positions_from_docs(doc_ids_BT: torch.Tensor) -> torch.Tensor:

@@ -105,7 +105,7 @@ def bind_weights(cfg: ModelConfig, sd: Mapping[str, torch.Tensor], *, device: to
 def rope_tables(cfg: ModelConfig, max_len: int, *, device: torch.device, dtype: torch.dtype):
     """cos/sin ``[S, D]`` in HF's rotate-half layout (frequencies repeated, not interleaved),
     with the checkpoint's RoPE scaling (Llama 3.1 "llama3"), as the trained model computes them."""
-    from gadx.models.gpt import rope_inv_freq
+    from gadx.models.rope import rope_inv_freq
 
     inv_freq = rope_inv_freq(cfg).to(device)
     freqs = torch.outer(torch.arange(max_len, device=device, dtype=torch.float32), inv_freq)

@@ -51,9 +51,15 @@ class ServerHandle:
 
         try:
             self.port = asyncio.run_coroutine_threadsafe(start(), self._loop).result()
-        except BaseException:
+        except BaseException as e:
+            if getattr(self, "_runner", None) is not None:
+                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
+            self._loop.close()
+            if isinstance(e, OSError):  # port in use, no permission, unknown host: say which address
+                reason = os.strerror(e.errno) if e.errno else " ".join(str(e).split())
+                raise OSError(e.errno, f"cannot listen on {host}:{port}: {reason}") from e
             raise
         self.host = host
         self.url = f"http://{host}:{self.port}/v1"
@@ -81,6 +87,16 @@ def start_in_thread(backend: Backend, host: str = "127.0.0.1", port: int = 0,
     return ServerHandle(make_app(backend, config or ServeConfig()), host, port)
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..65535, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535 (0 picks a free port), got {port}")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gadx serve", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -89,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--echo", action="store_true", help="reply with the prompt reversed (load tests)")
     p.add_argument("--seed", type=int, default=0, help="synthetic teacher seed")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000, help="0..65535; 0 picks a free port")
     p.add_argument("--api-key-env", metavar="VAR", help="require 'Authorization: Bearer $VAR' on every request")
     p.add_argument("--served-model-name", help="the model id reported by /v1/models and in replies")
     p.add_argument("--max-batch", type=int, default=32)
@@ -109,20 +125,33 @@ def main(argv: list[str] | None = None) -> int:
         if not api_key:
             print(f"gadx serve: environment variable {args.api_key_env} is empty or unset", file=sys.stderr)
             return 2
-    if args.max_batch < 1:
-        print(f"gadx serve: --max-batch must be >= 1, got {args.max_batch}", file=sys.stderr)
+    for flag, low in (("max_batch", 1), ("max_tokens_limit", 1), ("default_max_tokens", 1)):
+        if getattr(args, flag) < low:
+            print(f"gadx serve: --{flag.replace('_', '-')} must be >= {low}, got {getattr(args, flag)}",
+                  file=sys.stderr)
+            return 2
+    for flag in ("batch_wait_ms", "max_body_mb"):
+        if not getattr(args, flag) > 0:
+            print(f"gadx serve: --{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}", file=sys.stderr)
+            return 2
+    if args.default_max_tokens > args.max_tokens_limit:
+        print(f"gadx serve: --default-max-tokens {args.default_max_tokens} is above --max-tokens-limit "
+              f"{args.max_tokens_limit}", file=sys.stderr)
         return 2
     if args.synthetic:
         backend: Backend = SyntheticBackend(seed=args.seed)
     elif args.echo:
         backend = EchoBackend()
     else:
-        backend = CheckpointBackend(args.model, device=args.device, max_batch=args.max_batch)
+        backend = CheckpointBackend(args.model, device=args.device, max_batch=args.max_batch)  # ValueError names the file
     config = ServeConfig(api_key=api_key, max_body_bytes=int(args.max_body_mb * 2**20),
                          default_max_tokens=args.default_max_tokens, max_tokens_limit=args.max_tokens_limit,
                          max_batch=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000,
                          model_name=args.served_model_name)
-    handle = ServerHandle(make_app(backend, config), args.host, args.port)
+    try:
+        handle = ServerHandle(make_app(backend, config), args.host, args.port)
+    except OSError as e:  # a usage error (pick another --port / --host), so exit 2 like the others
+        raise ValueError(f"--host {args.host} --port {args.port}: {e.strerror or e}") from e
     print(f"gadx serve: {config.model_name or backend.name} at {handle.url} (Ctrl-C to stop)", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,5 +1,6 @@
 import sys
 
+from gadx.cli import run_main
 from gadx.serve import main
 
-raise SystemExit(main(sys.argv[1:]))
+raise SystemExit(run_main("gadx serve", main, sys.argv[1:]))

@@ -9,6 +9,8 @@ A backend is any object with
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 from typing import Protocol
 
 from gadx.serve.protocol import BadRequest, ChatRequest, Completion
@@ -57,19 +59,52 @@ class SyntheticBackend:
         return out
 
 
+def check_model_folder(path: str) -> None:
+    """ValueError naming the folder or file when `path` is not a loadable HF model folder: missing,
+    not a folder, no or unreadable config.json, a safetensors file whose header does not read."""
+    folder = Path(path)
+    if not folder.exists():
+        hint = f" (did you mean --{path}?)" if path in ("synthetic", "echo") else ""
+        raise ValueError(f"--model {path}: no such folder{hint}")
+    if not folder.is_dir():
+        raise ValueError(f"--model {path}: not a folder (give the folder holding config.json and the weights)")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{config}: missing; a model folder holds config.json, *.safetensors and a tokenizer")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{config}: not valid JSON ({e})") from None
+    weights = sorted(folder.glob("*.safetensors"))
+    if weights:
+        from safetensors import safe_open
+
+        for f in weights:
+            try:  # reads the header only; catches truncated and non-safetensors files
+                with safe_open(str(f), framework="pt") as h:
+                    h.keys()
+            except Exception as e:  # noqa: BLE001 -- safetensors raises its own error type
+                raise ValueError(f"{f}: not a readable safetensors file ({' '.join(str(e).split())})") from None
+
+
 class CheckpointBackend:
     """A HF-format checkpoint folder (config.json, safetensors, tokenizer) served with
     gadx's KV-cache sampler; requests in one batch that share sampling settings are
     generated together."""
 
     def __init__(self, path: str, *, device: str = "cpu", max_batch: int = 64, name: str | None = None):
+        check_model_folder(path)
         from gadx.models.config import ModelConfig
         from gadx.sampler import from_pretrained
         from gadx.tokenizer import load_tokenizer
 
-        self.cfg = ModelConfig.from_pretrained(path)
-        self.sampler = from_pretrained(path, device=device, max_batch=max_batch)
-        self.tokenizer = load_tokenizer(path)
+        try:
+            self.cfg = ModelConfig.from_pretrained(path)
+            self.sampler = from_pretrained(path, device=device, max_batch=max_batch)
+            self.tokenizer = load_tokenizer(path)
+        except (ValueError, OSError, KeyError, RuntimeError) as e:  # whatever the loaders say, name the folder
+            msg = " ".join(str(e).split())
+            raise ValueError(msg if str(path) in msg else f"{path}: cannot load the model: {msg}") from e
         self.name = name or str(path).rstrip("/").rsplit("/", 1)[-1]
 
     def _prompt_ids(self, request: ChatRequest) -> list[int]:

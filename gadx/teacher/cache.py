@@ -8,8 +8,20 @@ everything queued, runs it in one transaction, then resolves the waiters.
 Tables
   responses  key -> canonical request, status (ok | permanent_fail), text,
              finish_reason, usage, cost, request id, attempts, raw bytes, time
-  ledger     append-only, one row per possibly-billed attempt: 'send' when it
-             leaves, then its outcome.
+  ledger     append-only, one row per possibly-billed attempt: 'send' (committed
+             before the request can leave), then its outcome: ok, permanent,
+             quota, rate, server, malformed (the server answered), not_sent (the
+             client stopped before any byte left), abandoned (the client gave up
+             waiting for the reply on close), lost (see reconciliation).
+  runs       one row per client that opened the cache: pid, host, start, end.
+
+Reconciliation: a process killed with SIGKILL leaves 'send' rows with no outcome:
+requests that reached the server (so may be billed) whose reply never came back
+or was never committed. When a cache is opened, every such send of a run that
+ended without closing (its pid is gone on this host) gets a 'lost' row, once;
+`Cache.reconciled` counts them for this open and `ledger_summary()` over all
+runs. Their keys have no committed reply, so a re-run asks for them again: a
+lost request is paid at most twice, a committed one exactly once.
 
     cache = Cache("teacher.sqlite")
     row = cache.get(key)                     # any thread; None on a miss
@@ -19,10 +31,13 @@ Tables
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from typing import Any
 
 SCHEMA = """
@@ -54,16 +69,28 @@ CREATE TABLE IF NOT EXISTS ledger (
     completion_tokens INTEGER,
     cost_usd REAL,
     detail TEXT,
-    t REAL NOT NULL
+    t REAL NOT NULL,
+    run TEXT
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    end_reason TEXT
 );
 """
+# Outcome events: the request's fate is known. A 'send' without one is still in flight (or was, at a kill).
+OUTCOMES = ("ok", "permanent", "quota", "rate", "server", "malformed", "not_sent", "abandoned", "lost")
 
 RESPONSE_COLUMNS = (
     "key", "request", "status", "text", "finish_reason", "prompt_tokens", "completion_tokens",
     "cached_tokens", "usage_estimated", "cost_usd", "http_status", "error", "request_id", "attempts",
     "raw", "created",
 )
-LEDGER_COLUMNS = ("key", "attempt", "event", "http_status", "prompt_tokens", "completion_tokens", "cost_usd", "detail", "t")
+LEDGER_COLUMNS = ("key", "attempt", "event", "http_status", "prompt_tokens", "completion_tokens", "cost_usd", "detail", "t",
+                  "run")
 
 _INSERT_RESPONSE = (
     f"INSERT OR REPLACE INTO responses ({','.join(RESPONSE_COLUMNS)}) "
@@ -91,11 +118,60 @@ def _connect(path: str, deadline_s: float = 60.0) -> sqlite3.Connection:
     return conn
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _reconcile(conn: sqlite3.Connection, host: str) -> int:
+    """Mark the unanswered sends of dead runs on this host 'lost'; returns how many (see module doc)."""
+    conn.execute("BEGIN IMMEDIATE")  # two processes opening at once reconcile a dead run only once
+    try:
+        dead = [run for run, pid in conn.execute("SELECT run, pid FROM runs WHERE ended IS NULL AND host = ?", (host,))
+                if not _pid_alive(pid)]
+        n = 0
+        now = time.time()
+        for run in dead:
+            orphans = conn.execute(
+                "SELECT key, attempt FROM ledger s WHERE run = ? AND event = 'send' AND NOT EXISTS ("
+                " SELECT 1 FROM ledger o WHERE o.run = s.run AND o.key = s.key AND o.attempt = s.attempt"
+                " AND o.event != 'send')", (run,)).fetchall()
+            conn.executemany(
+                _INSERT_LEDGER,
+                [(k, a, "lost", None, None, None, None,
+                  "in flight when its process died: possibly billed, reply never received", now, run)
+                 for k, a in orphans])
+            conn.execute("UPDATE runs SET ended = ?, end_reason = 'killed' WHERE run = ?", (now, run))
+            n += len(orphans)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return n
+
+
 class Cache:
     def __init__(self, path: str):
         self.path = str(path)
+        self.run = uuid.uuid4().hex[:16]
+        host = socket.gethostname()
         conn = _connect(self.path)
         conn.executescript(SCHEMA)
+        if "run" not in {r[1] for r in conn.execute("PRAGMA table_info(ledger)")}:  # a cache from before runs
+            try:
+                conn.execute("ALTER TABLE ledger ADD COLUMN run TEXT")
+            except sqlite3.OperationalError as e:  # another process added it first
+                if "duplicate column" not in str(e):
+                    raise
+        conn.execute("CREATE INDEX IF NOT EXISTS ledger_run ON ledger (run, key, attempt)")
+        self.reconciled = _reconcile(conn, host)
+        conn.execute("INSERT INTO runs (run, pid, host, started) VALUES (?, ?, ?, ?)",
+                     (self.run, os.getpid(), host, time.time()))
         conn.close()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -128,10 +204,17 @@ class Cache:
         self._q.put((_INSERT_RESPONSE, values, fut))
         return fut
 
-    def ledger(self, key: str, attempt: int, event: str, **fields: Any) -> None:
-        """Append a ledger row; committed with the next group (nobody waits on it)."""
-        fields.update(key=key, attempt=attempt, event=event, t=time.time())
-        self._q.put((_INSERT_LEDGER, tuple(fields.get(c) for c in LEDGER_COLUMNS), None))
+    def ledger(self, key: str, attempt: int, event: str, **fields: Any) -> concurrent.futures.Future:
+        """Append a ledger row, committed with the next group; the future resolves once it is
+        (callers that need it on disk, like 'send', wait for it)."""
+        fields.update(key=key, attempt=attempt, event=event, t=time.time(), run=self.run)
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._q.put((_INSERT_LEDGER, tuple(fields.get(c) for c in LEDGER_COLUMNS), fut))
+        return fut
+
+    def ledger_summary(self) -> dict[str, int]:
+        """Ledger rows by event over every run (sends, answers, not_sent, abandoned, lost, ...)."""
+        return dict(self._reader().execute("SELECT event, COUNT(*) FROM ledger GROUP BY event").fetchall())
 
     def flush(self) -> None:
         fut: concurrent.futures.Future = concurrent.futures.Future()
@@ -160,7 +243,9 @@ class Cache:
                     conn.execute("ROLLBACK")
                 error = e
             for _, _, fut in items:
-                if fut is not None:
+                # A waiter may have given up (cancelled its future); the row is committed all the same,
+                # and the writer must live on for everyone else.
+                if fut is not None and fut.set_running_or_notify_cancel():
                     fut.set_exception(error) if error is not None else fut.set_result(None)
             if stop:
                 conn.close()
@@ -170,6 +255,7 @@ class Cache:
         if self._closed:
             return
         self._closed = True
+        self._q.put(("UPDATE runs SET ended = ?, end_reason = 'closed' WHERE run = ?", (time.time(), self.run), None))
         self._q.put(("STOP", None, None))
         self._writer.join()
         with self._readers_lock:
@@ -194,8 +280,13 @@ class NoCache:
         fut.set_result(None)
         return fut
 
-    def ledger(self, key: str, attempt: int, event: str, **fields: Any) -> None:
-        pass
+    reconciled = 0
+
+    def ledger(self, key: str, attempt: int, event: str, **fields: Any) -> concurrent.futures.Future:
+        return self.put({})
+
+    def ledger_summary(self) -> dict[str, int]:
+        return {}
 
     def flush(self) -> None:
         pass

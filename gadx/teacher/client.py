@@ -15,6 +15,15 @@ The API key is read once from the environment variable named by `api_key_env`
 and kept only in the session's headers: never logged, cached or written.
 If `sampling` has a `seed`, the seed sent is `seed + sample_index`, so the N
 samples of one prompt differ on servers that honour seeds.
+
+Stopping. A request is "on the wire" from the moment its bytes may leave (the
+send gate, checked after the connection is ready and right before aiohttp
+writes) until its outcome is committed. After a quota/billing error or
+`stop_sending()`, the gate stays shut: nothing more leaves, queued requests
+fail at once (QuotaExceeded / ClientClosed), and requests already on the wire
+keep their own outcome, so a reply that was paid for is committed and
+delivered. `close(wait_s)` waits up to wait_s for those before giving up on
+them (ledger 'abandoned').
 """
 from __future__ import annotations
 
@@ -76,6 +85,37 @@ class Reply:
     attempts: int = 0
 
 
+class _Paused(Exception):
+    """A 429's pause began while this request was connecting: it goes back to wait at the limiter."""
+
+
+class _NotSent(Exception):
+    """The send gate shut while the connection was being set up: nothing was written."""
+
+    def __init__(self, reason: BaseException):
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+class _GatedConnector(aiohttp.TCPConnector):
+    """Calls `gate()` once the connection is ready: aiohttp writes the request in the same
+    event-loop step, so this is the last moment a request can still be held back (setting up
+    a connection can take longer than another request's quota error takes to arrive)."""
+
+    def __init__(self, gate, **kw):
+        super().__init__(**kw)
+        self._gate = gate
+
+    async def connect(self, req, traces, timeout):
+        conn = await super().connect(req, traces, timeout)
+        try:
+            self._gate()
+        except BaseException as e:
+            conn.release()
+            raise _NotSent(e) from None
+        return conn
+
+
 @dataclass(slots=True)
 class _Stats:
     submitted: int = 0
@@ -85,6 +125,7 @@ class _Stats:
     ok: int = 0
     permanent: int = 0
     failed: int = 0
+    abandoned: int = 0  # on the wire when the client closed: possibly billed, no reply
     retries: collections.Counter = field(default_factory=collections.Counter)
     http_429: int = 0
     prompt_tokens: int = 0
@@ -112,6 +153,7 @@ class TeacherClient:
         burst_s: float = 2.0,
         default_max_tokens: int = 1024,
         seed: int | None = None,
+        cache_endpoint: str | None = None,
     ):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -130,7 +172,9 @@ class TeacherClient:
         self.base_url, self.model = base_url.rstrip("/"), model
         self._url = self.base_url + "/chat/completions"
         parts = urlsplit(self._url)
-        self._endpoint = f"{parts.hostname}:{parts.port or ''}{parts.path}"
+        # The endpoint is part of the cache key; a server on a fresh port each run (the in-process
+        # synthetic teacher) names itself with cache_endpoint so a re-run still finds its replies.
+        self._endpoint = cache_endpoint or f"{parts.hostname}:{parts.port or ''}{parts.path}"
         self._retry = retry or RetryPolicy()
         self._price = prices if prices is not None else price_for(model)
         self._max_usd = max_usd
@@ -138,6 +182,10 @@ class TeacherClient:
         self._rng = random.Random(seed)
         self._stats = _Stats()
         self._fatal: TeacherError | None = None
+        self._stopping = False  # stop_sending(): the send gate is shut, on-wire requests may finish
+        self._on_wire: set[asyncio.Task] = set()
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._failing: dict[str, Any] | None = None  # the current streak of retryable failures
         self._closed = False
         self._reserved_usd = 0.0
         self._inflight: dict[str, list[concurrent.futures.Future]] = {}
@@ -153,7 +201,7 @@ class TeacherClient:
         async def _open():
             self._limiter = Limiter(max_in_flight, rpm, tpm, burst_s=burst_s)
             self._budget_changed = asyncio.Event()
-            connector = aiohttp.TCPConnector(limit=max_in_flight, limit_per_host=0, ttl_dns_cache=300)
+            connector = _GatedConnector(self._pass_gate, limit=max_in_flight, limit_per_host=0, ttl_dns_cache=300)
             # total=None: a total timeout would count time spent waiting for a pooled connection.
             timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=timeout_s)
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
@@ -210,33 +258,75 @@ class TeacherClient:
             "completion_tokens": s.completion_tokens,
             "cost_usd": s.cost_usd,
             "gate_wait_s": self._limiter.gate_wait_s,
+            "on_wire": len(self._on_wire),
+            "abandoned": s.abandoned,
+            **self._failing_state(),
             "latency_p50_s": pct(0.5),
             "latency_p90_s": pct(0.9),
             "latency_p99_s": pct(0.99),
         }
 
-    def close(self) -> None:
-        """Wait for nothing: pending futures fail with ClientClosed; committed replies stay committed."""
+    @property
+    def reconciled(self) -> int:
+        """Requests a killed earlier run left in flight, marked 'lost' in the ledger when this client opened
+        the cache (possibly billed, never received; a re-run asks for them again)."""
+        return self._cache.reconciled
+
+    def ledger_summary(self) -> dict[str, int]:
+        """Ledger rows by event over every run of this cache (see cache.py)."""
+        self._cache.flush()
+        return self._cache.ledger_summary()
+
+    def on_wire(self) -> int:
+        """Requests whose bytes may have left and whose outcome is not committed yet."""
+        return len(self._on_wire)
+
+    def stop_sending(self) -> None:
+        """Shut the send gate (any thread): nothing more is sent; requests not yet sent fail with
+        ClientClosed; requests on the wire finish (their replies are committed and delivered)."""
+        if self._stopping or self._closed:
+            return
+        self._stopping = True
+        done = concurrent.futures.Future()
+
+        def stop():
+            self._drain()
+            self._cancel_unsent(ClientClosed("stopped before the request was sent"))
+            done.set_result(None)
+
+        self._loop.call_soon_threadsafe(stop)
+        done.result()
+
+    def close(self, wait_s: float = 0.0) -> None:
+        """Stop sending, wait up to `wait_s` for the requests on the wire, then give up on the rest
+        (their futures fail with ClientClosed; ledger 'abandoned'). Committed replies stay committed.
+        A KeyboardInterrupt during the wait ends it early; the client is closed either way."""
         if self._closed:
             return
-        self._closed = True
+        try:
+            self.stop_sending()
+            deadline = time.monotonic() + wait_s
+            while self._on_wire and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            self._closed = True
 
-        async def _shutdown():
-            self._drain()  # fails whatever was submitted but not yet dispatched
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for waiters in list(self._inflight.values()):
-                self._resolve(waiters, exc=ClientClosed("client closed before the reply arrived"))
-            self._inflight.clear()
-            await self._session.close()
+            async def _shutdown():
+                self._drain()  # fails whatever was submitted but not yet dispatched
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                for waiters in list(self._inflight.values()):
+                    self._resolve(waiters, exc=ClientClosed("client closed before the reply arrived"))
+                self._inflight.clear()
+                await self._session.close()
 
-        asyncio.run_coroutine_threadsafe(_shutdown(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-        self._cache.close()
+            asyncio.run_coroutine_threadsafe(_shutdown(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+            self._cache.close()
 
     def __enter__(self) -> "TeacherClient":
         return self
@@ -324,14 +414,58 @@ class TeacherClient:
             else:
                 fut.set_exception(PermanentError(row["http_status"] or 0, row["error"] or "", cached=True))
             return
+        if self._stopping:  # a cache hit is still served above; nothing new is fetched
+            fut.set_exception(ClientClosed("stopped before the request was sent"))
+            return
         self._inflight[key] = [fut]
-        self._loop.create_task(self._fetch(key, request, body, est_prompt, max_tokens))
+        self._tasks[key] = self._loop.create_task(self._fetch(key, request, body, est_prompt, max_tokens))
 
     @staticmethod
     def _resolve(waiters: list[concurrent.futures.Future], result: Any = None, exc: BaseException | None = None) -> None:
         for w in waiters:
             if not w.done():
                 w.set_exception(exc) if exc is not None else w.set_result(result)
+
+    # -- the send gate and stopping (event loop side)
+    def _pass_gate(self) -> None:
+        """Raise if nothing may be sent now; else mark the current task as on the wire. Called by the
+        connector in the same loop step in which aiohttp writes the request."""
+        if self._fatal is not None:
+            raise self._fatal
+        if self._stopping or self._closed:
+            raise ClientClosed("stopped before the request was sent")
+        if self._limiter.pause_until > self._limiter.clock():  # the 429 gate is global, late arrivals included
+            raise _Paused("a 429 pause began while it was connecting")
+        self._on_wire.add(asyncio.current_task())
+        self._stats.sent += 1
+
+    def _check_stop(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._stopping or self._closed:
+            raise ClientClosed("stopped before the request was sent")
+
+    def _cancel_unsent(self, exc: TeacherError) -> None:
+        """Fail and cancel every request that is not on the wire; on-wire ones keep their outcome."""
+        current = asyncio.current_task()
+        for key, task in list(self._tasks.items()):
+            if task is current or task in self._on_wire:
+                continue
+            self._resolve(self._inflight.pop(key, []), exc=exc)
+            task.cancel()
+
+    def _note_failure(self, what: str, retry_in_s: float) -> None:
+        now = time.time()
+        since = self._failing["since"] if self._failing else now
+        count = self._failing["count"] + 1 if self._failing else 1
+        self._failing = {"what": what, "since": since, "count": count, "next_retry": now + retry_in_s}
+
+    def _failing_state(self) -> dict[str, Any]:
+        """What keeps failing, since when (epoch s), how often, and when the next retry goes (epoch s)."""
+        f = self._failing
+        if f is None:
+            return {"failing": None, "failing_since": None, "failures": 0, "next_retry": None}
+        return {"failing": f["what"], "failing_since": f["since"], "failures": f["count"], "next_retry": f["next_retry"]}
 
     async def _fetch(self, key: str, request: str, body: bytes, est_prompt: int, max_tokens: int) -> None:
         try:
@@ -346,6 +480,9 @@ class TeacherClient:
             if not isinstance(e, Exception):
                 raise
             return
+        finally:
+            self._tasks.pop(key, None)
+            self._on_wire.discard(asyncio.current_task())
         self._resolve(self._inflight.pop(key, []), result=reply)
 
     async def _reserve_budget(self, est_usd: float) -> None:
@@ -365,34 +502,49 @@ class TeacherClient:
             self._reserved_usd -= est_usd
             self._budget_changed.set()
 
+    async def _post(self, key: str, attempt: int, body: bytes) -> tuple[int | None, bytes, Any, BaseException | None]:
+        """One HTTP attempt: (status, raw body, headers, connection error or None)."""
+        try:
+            async with self._session.post(self._url, data=body, headers={"X-Gadx-Key": key}) as resp:
+                return resp.status, await resp.read(), resp.headers, None
+        except _NotSent as e:  # the gate shut while connecting: no byte left
+            self._cache.ledger(key, attempt, "not_sent", detail=str(e.reason))
+            raise e.reason from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            return None, b"", {}, e
+        except asyncio.CancelledError:
+            on_wire = asyncio.current_task() in self._on_wire
+            self._stats.abandoned += on_wire
+            self._cache.ledger(key, attempt, "abandoned" if on_wire else "not_sent",
+                               detail="the client closed while waiting for the reply" if on_wire else "closed")
+            raise
+
     async def _attempts(self, key: str, request: str, body: bytes, est_prompt: int, max_tokens: int) -> Reply:
         policy, rng = self._retry, self._rng
         t_submit = time.monotonic()
-        deadline = t_submit + policy.deadline_s if policy.deadline_s is not None else math.inf
+        deadline = math.inf  # per request, counted from its first send (not from time spent queued)
         tries = collections.Counter()
         est_tokens = est_prompt + max_tokens
         est_usd = self._price.cost(est_prompt, max_tokens)
         attempt = 0
+        task = asyncio.current_task()
         while True:
-            if self._fatal is not None:
-                raise self._fatal
+            self._check_stop()
             await self._reserve_budget(est_usd)
             try:
                 slot = await self._limiter.acquire(est_tokens)
                 used: int | None = 0
                 try:
-                    if self._fatal is not None:
-                        raise self._fatal
+                    self._check_stop()
                     attempt += 1
-                    self._stats.sent += 1
-                    self._cache.ledger(key, attempt, "send")
-                    status, raw, headers, exc = None, b"", {}, None
+                    if attempt == 1 and policy.deadline_s is not None:
+                        deadline = time.monotonic() + policy.deadline_s
+                    # On disk before a byte can leave: after a SIGKILL the ledger still knows this may be billed.
+                    await _committed(self._cache.ledger(key, attempt, "send"))
                     try:
-                        async with self._session.post(self._url, data=body, headers={"X-Gadx-Key": key}) as resp:
-                            status, headers = resp.status, resp.headers
-                            raw = await resp.read()
-                    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-                        exc = e
+                        status, raw, headers, exc = await self._post(key, attempt, body)
+                    except _Paused:
+                        continue  # nothing left (ledger 'not_sent'); the slot and budget are released below
                     out = classify(status, raw, exc)
                     usage = _usage(out.usage) if out.kind == "ok" else None
                     # Refund to reported usage; a lost connection may have been counted in full.
@@ -402,52 +554,36 @@ class TeacherClient:
             finally:
                 self._release_budget(est_usd)
 
-            if out.kind == "ok":
-                if not usage["prompt_tokens"] and not usage["completion_tokens"]:
-                    usage = {**usage, "prompt_tokens": est_prompt, "completion_tokens": estimate_tokens(len(out.text)),
-                             "estimated": True}
-                    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-                cost = self._price.cost(usage["prompt_tokens"], usage["completion_tokens"], usage["cached_tokens"])
-                self._limiter.on_success()
-                if (reset := ratelimit_reset_s(headers, est_tokens)) is not None:
-                    self._limiter.pause(reset)  # the server says its window is spent: wait before the next send
-                self._stats.prompt_tokens += usage["prompt_tokens"]
-                self._stats.completion_tokens += usage["completion_tokens"]
-                self._stats.cost_usd += cost
-                self._cache.ledger(key, attempt, "ok", http_status=status, prompt_tokens=usage["prompt_tokens"],
-                                   completion_tokens=usage["completion_tokens"], cost_usd=cost)
-                await _committed(self._cache.put({
-                    "key": key, "request": request, "status": "ok", "text": out.text,
-                    "finish_reason": out.finish_reason, "prompt_tokens": usage["prompt_tokens"],
-                    "completion_tokens": usage["completion_tokens"], "cached_tokens": usage["cached_tokens"],
-                    "usage_estimated": int(usage["estimated"]), "cost_usd": cost, "http_status": status,
-                    "request_id": out.request_id, "attempts": attempt, "raw": raw,
-                }))
-                self._stats.ok += 1
-                self._stats.latencies.append(time.monotonic() - t_submit)
-                return Reply(out.text, out.finish_reason, usage, False, cost, key, out.request_id, attempt)
-
-            # A malformed 200 was probably billed: keep its bytes in the ledger.
-            detail = out.message if out.kind != "malformed" else f"{out.message}: {raw[:4000].decode('utf-8', 'replace')}"
-            self._cache.ledger(key, attempt, out.kind, http_status=status, detail=detail)
-            if out.kind == "permanent":
-                await _committed(self._cache.put({
-                    "key": key, "request": request, "status": "permanent_fail", "http_status": status or 200,
-                    "error": out.message, "attempts": attempt, "raw": raw,
-                }))
-                raise PermanentError(status or 200, out.message)
+            try:  # still on the wire until the outcome is committed
+                if out.kind == "ok":
+                    return await self._commit_ok(key, request, attempt, status, raw, headers, out, usage,
+                                                 est_prompt, est_tokens, t_submit)
+                # A malformed 200 was probably billed: keep its bytes in the ledger.
+                detail = out.message if out.kind != "malformed" else f"{out.message}: {raw[:4000].decode('utf-8', 'replace')}"
+                self._cache.ledger(key, attempt, out.kind, http_status=status, detail=detail)
+                if out.kind == "permanent":
+                    await _committed(self._cache.put({
+                        "key": key, "request": request, "status": "permanent_fail", "http_status": status or 200,
+                        "error": out.message, "attempts": attempt, "raw": raw,
+                    }))
+                    raise PermanentError(status or 200, out.message)
+            finally:
+                self._on_wire.discard(task)
             if out.kind == "quota":
-                self._fatal = QuotaExceeded(f"the teacher API refused for quota/billing: {out.message}")
-                for waiters in self._inflight.values():
-                    self._resolve(waiters, exc=self._fatal)
+                if self._fatal is None:
+                    self._fatal = QuotaExceeded(f"{self._url}: the teacher API refused for quota/billing: {out.message}")
+                    self._failing = {"what": f"quota: {out.message}", "since": time.time(), "count": 1,
+                                     "next_retry": None}
+                    self._cancel_unsent(self._fatal)  # queued requests fail now; on-wire ones keep their outcome
                 raise self._fatal
 
             if out.kind == "rate":
                 self._stats.http_429 += 1
             budget = {"rate": policy.max_rate_retries, "server": policy.max_server_retries,
                       "malformed": policy.max_malformed_retries}[out.kind]
+            what = {"rate": "HTTP 429 rate limit", "server": "server error", "malformed": "malformed reply"}[out.kind]
             if tries[out.kind] >= budget:
-                raise RetriesExhausted(f"{out.kind} retry budget ({budget}) spent; last error: {out.message}")
+                raise RetriesExhausted(f"{self._url}: {what}: retry budget ({budget}) spent; last error: {out.message}")
             self._stats.retries[out.kind] += 1
             delay = policy.backoff(tries[out.kind], rng)
             tries[out.kind] += 1
@@ -460,13 +596,44 @@ class TeacherClient:
             else:
                 wait = max(delay, hint or 0.0)
             if time.monotonic() + wait > deadline:
-                raise RetriesExhausted(f"deadline ({policy.deadline_s} s) passed; last error: {out.message}")
+                raise RetriesExhausted(f"{self._url}: {what}: deadline ({policy.deadline_s} s) passed; "
+                                       f"last error: {out.message}")
+            self._note_failure(f"{what}: {out.message}"[:200], wait)
             await asyncio.sleep(wait)
+
+    async def _commit_ok(self, key, request, attempt, status, raw, headers, out, usage, est_prompt, est_tokens,
+                         t_submit) -> Reply:
+        if not usage["prompt_tokens"] and not usage["completion_tokens"]:
+            usage = {**usage, "prompt_tokens": est_prompt, "completion_tokens": estimate_tokens(len(out.text)),
+                     "estimated": True}
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        cost = self._price.cost(usage["prompt_tokens"], usage["completion_tokens"], usage["cached_tokens"])
+        self._limiter.on_success()
+        if (reset := ratelimit_reset_s(headers, est_tokens)) is not None:
+            self._limiter.pause(reset)  # the server says its window is spent: wait before the next send
+        self._stats.prompt_tokens += usage["prompt_tokens"]
+        self._stats.completion_tokens += usage["completion_tokens"]
+        self._stats.cost_usd += cost
+        self._cache.ledger(key, attempt, "ok", http_status=status, prompt_tokens=usage["prompt_tokens"],
+                           completion_tokens=usage["completion_tokens"], cost_usd=cost)
+        await _committed(self._cache.put({
+            "key": key, "request": request, "status": "ok", "text": out.text,
+            "finish_reason": out.finish_reason, "prompt_tokens": usage["prompt_tokens"],
+            "completion_tokens": usage["completion_tokens"], "cached_tokens": usage["cached_tokens"],
+            "usage_estimated": int(usage["estimated"]), "cost_usd": cost, "http_status": status,
+            "request_id": out.request_id, "attempts": attempt, "raw": raw,
+        }))
+        self._stats.ok += 1
+        if self._fatal is None:
+            self._failing = None
+        self._stats.latencies.append(time.monotonic() - t_submit)
+        return Reply(out.text, out.finish_reason, usage, False, cost, key, out.request_id, attempt)
 
 
 async def _committed(fut: concurrent.futures.Future) -> None:
     if not fut.done():  # NoCache's futures are done already: skip a thread-safe wake-up
-        await asyncio.wrap_future(fut)
+        # shield: cancelling the waiting task must not cancel the cache's future (its writer resolves it)
+        await asyncio.shield(asyncio.wrap_future(fut))
     fut.result()
 
 

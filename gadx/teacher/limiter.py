@@ -92,6 +92,7 @@ class Limiter:
         self._sem = asyncio.Semaphore(max_in_flight)
         self._lock = asyncio.Lock()  # FIFO through gate and buckets
         self._clock, self._sleep = clock, sleep
+        self.clock = clock
         self.requests = TokenBucket(rpm / 60.0, burst_s, clock) if rpm else None
         self.tokens = TokenBucket(tpm / 60.0, burst_s, clock) if tpm else None
         self.pause_until = float("-inf")

@@ -26,3 +26,19 @@ def test_concurrent_first_open_of_one_cache_file(tmp_path):
         for p in procs:
             p.join(timeout=60)
         assert results == ["ok"] * n, results
+
+
+def test_a_cancelled_waiter_does_not_kill_the_writer(tmp_path):
+    """Stopping cancels tasks that wait for their 'send' row to commit; the single writer thread must
+    survive their cancelled futures, or every later commit (paid replies included) hangs."""
+    from gadx.teacher.cache import Cache
+
+    cache = Cache(str(tmp_path / "c.sqlite"))
+    try:
+        futs = [cache.ledger("k", i, "send") for i in range(2000)]
+        for f in futs:
+            f.cancel()
+        cache.put({"key": "k", "request": "{}", "status": "ok", "text": "paid", "attempts": 1}).result(timeout=10)
+        assert cache.get("k")["text"] == "paid"
+    finally:
+        cache.close()
