@@ -93,7 +93,9 @@ def test_sigkill_in_flight_requests_are_reconciled_as_lost(fake, tmp_path, capsy
     n = 120
     argv, out, cache = setup(fake, tmp_path, n, "k")
     proc = spawn(argv)
-    wait_for(lambda: n_committed(cache) >= 16)
+    # kill while requests are on the wire: all 8 of a wave finish together, so right after a wave is
+    # committed there is a moment with nothing in flight (a kill there has nothing to reconcile)
+    wait_for(lambda: n_committed(cache) >= 16 and sum(fake.hits.values()) > n_committed(cache))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     time.sleep(0.5)  # let the server finish answering the dead client's requests
