@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("gadx.collect", "collect teacher replies for a prompt file (cached, resumable)"),
     "eval": ("gadx.eval", "judge-based and judge-free evaluation of checkpoints"),
     "tokenizer": ("gadx.tokenizer.cli", "train a sentencepiece tokenizer on local text"),
+    "plan": ("gadx.plan", "dry-run a recipe on fake tensors: per-GPU memory and device placement, no GPU needed"),
 }
 
 

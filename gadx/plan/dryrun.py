@@ -250,6 +250,22 @@ def _megatron_bridges():
         clip_grads.l2_norm_impl, pgb._coalescing_manager = orig
 
 
+@contextlib.contextmanager
+def _gpu_init(fake: bool):
+    """Build models as on a GPU: megatron initialises weights in place on the device
+    (``use_cpu_initialization`` follows ``torch.cuda.is_available()``), where its CPU path moves
+    tied embeddings with ``weight.data = weight.data.cuda()``, a type change fake tensors refuse."""
+    if not fake:
+        yield
+        return
+    orig = torch.cuda.is_available
+    torch.cuda.is_available = lambda: True
+    try:
+        yield
+    finally:
+        torch.cuda.is_available = orig
+
+
 # ---- one rank ----------------------------------------------------------------------------------
 
 
@@ -289,8 +305,10 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
             mem = PhaseMemory(dims.device)
             reads = _HostReadLog(dims.device, fake)
             with mem:
-                build = lambda head, seed: build_model(mcfg, head=head, parallel=dims, dtype=dtype, seed=seed,
-                                                       use_te=cfg.model.use_te, fp8=cfg.model.fp8 or None)
+                def build(head, seed):
+                    with _gpu_init(fake):
+                        return build_model(mcfg, head=head, parallel=dims, dtype=dtype, seed=seed,
+                                           use_te=cfg.model.use_te, fp8=cfg.model.fp8 or None)
 
                 class TrackedPlayer(Player):
                     """Player with the loss entry/exit marks and the host-read bridge around step()."""
