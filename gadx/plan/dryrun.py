@@ -251,6 +251,18 @@ def _megatron_bridges():
 
 
 @contextlib.contextmanager
+def _math_attention(device):
+    """Real tensors, with the attention kernel the fake device runs: SDPA's math path (bmm,
+    softmax, bmm; the [B, H, T, T] scores materialised), so a comparison measures the tracker,
+    not a kernel choice. It is also what a GPU runs for gadx's packed masks with GQA (flash
+    takes no mask, the memory-efficient kernel no GQA)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield device
+
+
+@contextlib.contextmanager
 def _gpu_init(fake: bool):
     """Build models as on a GPU: megatron initialises weights in place on the device
     (``use_cpu_initialization`` follows ``torch.cuda.is_available()``), where its CPU path moves
@@ -300,7 +312,7 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
         P = st.prompts_per_step // dims0.dp
         if P * dims0.dp != st.prompts_per_step:
             raise ValueError(f"stages.prompts_per_step={st.prompts_per_step} is not divisible by DP={dims0.dp}")
-        with (fake_gpu() if fake else contextlib.nullcontext(dims0.device)) as dev, _megatron_bridges():
+        with (fake_gpu() if fake else _math_attention(dims0.device)) as dev, _megatron_bridges():
             dims = dataclasses.replace(dims0, device=torch.device(dev))
             mem = PhaseMemory(dims.device)
             reads = _HostReadLog(dims.device, fake)
@@ -361,7 +373,7 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                     with mem.grows("gathered sampler copy"):
                         roll.load_weights(sd)
 
-                rec = _PhaseRecorder(mem)
+                rec = _PhaseRecorder(mem, log)
                 ctx = StepContext(student=G, disc=D, ref=ref, engine=roll, sync_weights=sync, eos_ids=[mcfg.eos_token_id or 2],
                                   stages=st, budget=par.micro_batch_tokens, dims=dims, sample_seed=0, recorder=rec)
                 batch = Batch(prompts=[[5] * st.max_prompt_len for _ in range(P)],
@@ -386,12 +398,14 @@ class _PhaseRecorder(list):
     NEXT = {"sample": "old_logprobs", "old_logprobs": "ref_logprobs", "ref_logprobs": "d_score",
             "d_score": "advantages", "advantages": "d_update", "d_update": "g_update"}
 
-    def __init__(self, mem: PhaseMemory):
+    def __init__(self, mem: PhaseMemory, log):
         super().__init__()
-        self.mem = mem
+        self.mem, self.log = mem, log
+        self.t0 = time.perf_counter()
 
     def append(self, what: str) -> None:
         super().append(what)
+        self.log(f"  {what} done ({time.perf_counter() - self.t0:.0f} s)")
         if what in self.NEXT:
             self.mem.phase(self.NEXT[what])
         else:
