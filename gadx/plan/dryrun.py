@@ -251,6 +251,23 @@ def _megatron_bridges():
 
 
 @contextlib.contextmanager
+def _torch_kernels():
+    """gadx.kernels on their chunked PyTorch path (Triton cannot run on fake tensors; the Triton
+    path holds the same [chunk, V] buffers), for the fake and the real-tensor run alike."""
+    import os
+
+    old = os.environ.get("GADX_KERNEL_BACKEND")
+    os.environ["GADX_KERNEL_BACKEND"] = "torch"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["GADX_KERNEL_BACKEND"]
+        else:
+            os.environ["GADX_KERNEL_BACKEND"] = old
+
+
+@contextlib.contextmanager
 def _math_attention(device):
     """Real tensors, with the attention kernel the fake device runs: SDPA's math path (bmm,
     softmax, bmm; the [B, H, T, T] scores materialised), so a comparison measures the tracker,
@@ -312,7 +329,7 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
         P = st.prompts_per_step // dims0.dp
         if P * dims0.dp != st.prompts_per_step:
             raise ValueError(f"stages.prompts_per_step={st.prompts_per_step} is not divisible by DP={dims0.dp}")
-        with (fake_gpu() if fake else _math_attention(dims0.device)) as dev, _megatron_bridges():
+        with (fake_gpu() if fake else _math_attention(dims0.device)) as dev, _megatron_bridges(), _torch_kernels():
             dims = dataclasses.replace(dims0, device=torch.device(dev))
             mem = PhaseMemory(dims.device)
             reads = _HostReadLog(dims.device, fake)

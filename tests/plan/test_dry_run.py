@@ -80,6 +80,8 @@ def test_estimate_matches_real_cpu_peak(clean_dist, tiny):
     est = plan_rank(cfg, mc, world=1, rank=0, fake=True)
     real = plan_rank(cfg, mc, world=1, rank=0, fake=False)
     assert real.device == "cpu"
-    assert abs(est.peak - real.peak) <= TOLERANCE * real.peak, (est.peak, real.peak)
-    for k in ("weights: student", "grads: student", "optimizer: Adam moments", "KV cache"):
+    assert abs(est.peak - real.peak) <= TOLERANCE * real.peak, (est.peak, real.peak, est.phases, real.phases)
+    for k in ("weights: student", "grads: student", "KV cache"):
         assert est.components[k] == real.components[k], k
+    # Adam's step counters live on the host: counted with the device only in the real CPU run
+    assert 0 <= real.components["optimizer: Adam moments"] - est.components["optimizer: Adam moments"] < 1024
