@@ -59,6 +59,7 @@ class RankPlan:
     host_reads: list[str] = field(default_factory=list)
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    cuda_max_allocated: int = 0  # a real run on CUDA: torch.cuda.max_memory_allocated over the same span
 
     @property
     def peak_phase(self) -> str:
@@ -120,9 +121,10 @@ def posed_rank(tp: int, pp: int, *, world: int, rank: int, seed: int = 0):
 class _PlanRollout:
     """The trainer's rollout engine with a fixed-length decode (see the module docstring)."""
 
-    def __init__(self, engine, decode_steps: int):
+    def __init__(self, engine, decode_steps: int, max_calls: int = 0):
         self.engine = engine
         self.decode_steps = decode_steps
+        self.max_calls = max_calls  # >0: calls after the first max_calls skip the decoder (same memory)
         self.calls = 0
 
     def load_weights(self, hf_state_dict) -> None:
@@ -133,6 +135,17 @@ class _PlanRollout:
         e = self.engine
         prompts = [list(p) for p in prompts]
         e._check(prompts, max_new_tokens, temperature, top_p, top_k, list(eos_ids))
+        self.calls += 1
+        if not self.max_calls or self.calls <= self.max_calls:
+            self._decode(prompts, max_new_tokens, temperature, top_p, top_k)
+        filler = next(i for i in range(3, 1 << 20) if i not in set(eos_ids))
+        B = len(prompts)
+        return Rollout(responses=[[filler] * max_new_tokens for _ in prompts],
+                       logprobs=[torch.zeros(max_new_tokens) for _ in prompts],
+                       finished=[False] * B, lengths=torch.full((B,), max_new_tokens))
+
+    def _decode(self, prompts, max_new_tokens, temperature, top_p, top_k) -> None:
+        e = self.engine
         dev, B, P = e.device, len(prompts), max(map(len, prompts))
         ids_BP = torch.tensor([[0] * (P - len(p)) + p for p in prompts], dtype=torch.long).to(dev)
         plen_B = torch.tensor([len(p) for p in prompts]).to(dev)
@@ -145,11 +158,6 @@ class _PlanRollout:
         for t in range(min(self.decode_steps, max_new_tokens - 1)):
             logits_BV = e.decoder.decode(tok_B, plen_B + t, P + t, bias_BS)
             tok_B, _ = e._select(logits_BV, temperature, top_k, top_p, None)
-        self.calls += 1
-        filler = next(i for i in range(3, 1 << 20) if i not in set(eos_ids))
-        return Rollout(responses=[[filler] * max_new_tokens for _ in prompts],
-                       logprobs=[torch.zeros(max_new_tokens) for _ in prompts],
-                       finished=[False] * B, lengths=torch.full((B,), max_new_tokens))
 
 
 def _pp_full_state(model) -> dict[str, torch.Tensor]:
@@ -313,8 +321,15 @@ def _engine(cfg, mcfg: ModelConfig, dims, dtype):
 
 
 def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = True, decode_steps: int = 2,
-              log=None) -> RankPlan:
-    """Build the trainer's models for ``rank`` of ``world`` and run one GAD step; see the module docstring."""
+              max_microbatches: int = 0, log=None) -> RankPlan:
+    """Build the trainer's models for ``rank`` of ``world`` and run one GAD step; see the module docstring.
+
+    ``max_microbatches`` (0 = all): each pass through megatron's schedule runs its first k
+    micro-batches (at least PP + 1, what 1F1B keeps in flight) and the rest get zero outputs
+    of their shapes; likewise only the first k sampler calls run the decoder. Every
+    micro-batch is still packed and held. At the plan's worst-case lengths all micro-batches
+    of a pass are equally full (first-fit-decreasing puts the fullest first), so the peak is
+    the same and a 7B step takes minutes instead of an hour of fake-op dispatch."""
     from gadx.sampler import local_hf_state_dict
     from gadx.train.engine import Player, full_hf_state
     from gadx.train.step import Batch, StepContext, gad_step
@@ -332,6 +347,12 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
         with (fake_gpu() if fake else _math_attention(dims0.device)) as dev, _megatron_bridges(), _torch_kernels():
             dims = dataclasses.replace(dims0, device=torch.device(dev))
             mem = PhaseMemory(dims.device)
+            on_cuda = dims.device.type == "cuda"
+            if on_cuda:
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+                base = torch.cuda.memory_allocated(dims.device)
+                torch.cuda.reset_peak_memory_stats(dims.device)
             reads = _HostReadLog(dims.device, fake)
             with mem:
                 def build(head, seed):
@@ -343,6 +364,13 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                     """Player with the loss entry/exit marks and the host-read bridge around step()."""
 
                     def run(self, mbs, forward_step, *, forward_only=False):
+                        k = max(max_microbatches, dims.pp + 1) if max_microbatches else len(mbs)
+                        if k < len(mbs):
+                            outs = self._run(mbs[:k], forward_step, forward_only)
+                            return outs + _filler_outs(outs, mbs[:k], mbs[k:])
+                        return self._run(mbs, forward_step, forward_only)
+
+                    def _run(self, mbs, forward_step, forward_only):
                         def fs(mb, chunk):
                             out, loss_func = forward_step(mb, chunk)
 
@@ -382,13 +410,14 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                 mem.mark("optimizer: Adam moments")
                 engine, sharded = _engine(cfg, mcfg, dims, dtype)
                 mem.mark("KV cache")
-                roll = _PlanRollout(engine, decode_steps)
+                roll = _PlanRollout(engine, decode_steps, max_microbatches)
 
                 def sync():
                     m = G.model
-                    sd = local_hf_state_dict(m) if sharded else (full_hf_state(m) if dims.pp == 1 else _pp_full_state(m))
                     with mem.grows("gathered sampler copy"):
+                        sd = local_hf_state_dict(m) if sharded else (full_hf_state(m) if dims.pp == 1 else _pp_full_state(m))
                         roll.load_weights(sd)
+                        del sd  # what stays is what the engine holds
 
                 rec = _PhaseRecorder(mem, log)
                 ctx = StepContext(student=G, disc=D, ref=ref, engine=roll, sync_weights=sync, eos_ids=[mcfg.eos_token_id or 2],
@@ -404,9 +433,31 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                     mem.end_phase()
                     metrics = {k: v for k, v in m.items() if not isinstance(v, torch.Tensor)}
             comps = _split(mem.components, grads_G, grads_D)
+            cuda_peak = torch.cuda.max_memory_allocated(dims.device) - base if on_cuda else 0
     return RankPlan(rank=rank, tp_rank=dims.tp_rank, pp_rank=dims.pp_rank, dp_rank=dims.dp_rank, device=str(dims.device),
                     peak=mem.peak, components=comps, phases=mem.phases, host_reads=_uniq(reads.reads),
-                    seconds=time.perf_counter() - t0, metrics=metrics)
+                    seconds=time.perf_counter() - t0, metrics=metrics, cuda_max_allocated=cuda_peak)
+
+
+def _filler_outs(outs: list[dict], ran: list, rest: list) -> list[dict]:
+    """Zero loss_func outputs for the micro-batches a capped pass skipped, shaped like the ones
+    that ran: per token, per packed sequence, or 0-d. [] off the last stage, as megatron gives."""
+    if not outs:
+        return []
+    proto, mb0 = outs[0], ran[0]
+    out = []
+    for mb in rest:
+        d = {}
+        for k, v in proto.items():
+            if v.dim() == 0:
+                d[k] = torch.zeros((), dtype=v.dtype, device=v.device)
+            elif v.shape[0] == mb0.num_tokens:
+                d[k] = torch.zeros(mb.num_tokens, dtype=v.dtype, device=v.device)
+            else:
+                assert v.shape[0] == len(mb0.seqs), (k, tuple(v.shape))
+                d[k] = torch.zeros(len(mb.seqs), dtype=v.dtype, device=v.device)
+        out.append(d)
+    return out
 
 
 class _PhaseRecorder(list):

@@ -85,3 +85,15 @@ def test_estimate_matches_real_cpu_peak(clean_dist, tiny):
         assert est.components[k] == real.components[k], k
     # Adam's step counters live on the host: counted with the device only in the real CPU run
     assert 0 <= real.components["optimizer: Adam moments"] - est.components["optimizer: Adam moments"] < 1024
+
+
+def test_microbatch_cap_keeps_the_peak(clean_dist, tiny):
+    """`gadx plan --microbatches K` (what makes a 7B step take minutes): at worst-case lengths
+    every micro-batch of a pass is equally full, so running the first K gives the same peak."""
+    from gadx.plan import plan_rank
+
+    cfg, mc = tiny(**{"stages.prompts_per_step": 8, "parallel.micro_batch_tokens": 72})  # 3 sequences per micro-batch
+    full = plan_rank(cfg, mc, world=1, rank=0)
+    capped = plan_rank(cfg, mc, world=1, rank=0, max_microbatches=2)
+    assert full.peak == capped.peak
+    assert {k: v["peak"] for k, v in full.phases.items()} == {k: v["peak"] for k, v in capped.phases.items()}
