@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     warnings.simplefilter("ignore")
     from .dryrun import plan_rank
+    from .fakedev import register
+
+    register()
 
     dp = a.gpus // (tp * pp)
     n_params = _params(mcfg)

@@ -47,7 +47,10 @@ _registered = False
 
 
 def register() -> torch.device:
-    """Rename PrivateUse1 to ``fakecuda`` with torch's dummy device guard (once per process)."""
+    """Rename PrivateUse1 to ``fakecuda`` with torch's dummy device guard (once per process).
+
+    Call it before the process's first backward pass: the autograd engine sizes its per-device
+    queues once, then, and a device registered later fails its first backward there."""
     global _registered
     if not _registered:
         name = torch._C._get_privateuse1_backend_name()

@@ -1,5 +1,12 @@
 import pytest
 
+from gadx.plan.fakedev import register
+
+# The fake GPU must exist before the first backward of the process: autograd sizes its
+# per-device queues once, at that first backward (conftests are imported at collection,
+# before any test runs).
+register()
+
 
 @pytest.fixture
 def clean_dist():
