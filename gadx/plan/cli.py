@@ -1,7 +1,7 @@
 """`gadx plan`: will a recipe fit the GPUs? One GAD step of the real trainer on fake tensors.
 
     gadx plan --config recipes/qwen2_5_7b_8xh100.toml --gpus 8 --gpu-mem 80GB
-    gadx plan --config recipes/tiny.toml --set parallel.tp=2 --set parallel.pp=2 --gpus 4
+    gadx plan --config recipes/tiny.toml --set parallel.tp=2 --set parallel.pp=2 --set model.num_kv_heads=2 --gpus 4
 
 For one representative rank of each pipeline stage (TP rank 0, DP rank 0) it builds the
 student, discriminator, reference, optimizers and rollout sampler at the recipe's sizes and
