@@ -420,7 +420,7 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                         del sd  # what stays is what the engine holds
 
                 rec = _PhaseRecorder(mem, log)
-                ctx = StepContext(student=G, disc=D, ref=ref, engine=roll, sync_weights=sync, eos_ids=[mcfg.eos_token_id or 2],
+                ctx = StepContext(student=G, disc=D, ref=ref, engine=roll, sync_weights=sync, eos_ids=mcfg.eos_ids or [2],
                                   stages=st, budget=par.micro_batch_tokens, dims=dims, sample_seed=0, recorder=rec)
                 batch = Batch(prompts=[[5] * st.max_prompt_len for _ in range(P)],
                               teacher=[[6] * st.max_response_len for _ in range(P)],
