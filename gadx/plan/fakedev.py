@@ -59,9 +59,21 @@ def register() -> torch.device:
         elif name != "privateuseone":
             raise RuntimeError(f"the PrivateUse1 backend is already in use as {name!r}; gadx plan needs it")
         else:
-            from torch.utils.backend_registration import _setup_privateuseone_for_python_backend
+            from torch.utils.backend_registration import _DummyBackendModule, _setup_privateuseone_for_python_backend
 
-            _setup_privateuseone_for_python_backend(DEVICE_TYPE)
+            class _Module(_DummyBackendModule):
+                # asked of every registered backend by torch.autocast / torch.utils.checkpoint, in any
+                # later code of the process (not only the plan): no AMP, no RNG state of its own
+                def get_amp_supported_dtype(self):
+                    return [torch.float16, torch.bfloat16]
+
+                def get_rng_state(self, device=None):
+                    return torch.zeros(8, dtype=torch.uint8)
+
+                def set_rng_state(self, new_state, device=None):
+                    pass
+
+            _setup_privateuseone_for_python_backend(DEVICE_TYPE, backend_module=_Module())
             _registered = True
     return torch.device(DEVICE_TYPE, 0)
 
