@@ -115,6 +115,10 @@ class GadCfg:
     d_acc_gate: float = 0.65  # held-out pairwise accuracy D must reach before policy updates
     d_gate_steps: int = 20  # extra D-only steps allowed to reach the gate before giving up
     freeze_discriminator: bool = False  # the paper's off-policy ablation (reward hacking)
+    # "discriminator" (GAD), or "oracle": the embedded world's exact teacher log-likelihood per
+    # token (gadx/train/oracle.py), the ceiling any D could give; a diagnostic arm, not black-box
+    reward: str = "discriminator"
+    oracle_floor: float = -20.0  # the oracle reward per token of a reply the teacher cannot write
 
 
 @dataclass(kw_only=True)
@@ -335,6 +339,12 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"stages.rollout_prompts_per_call must be >= 0, got {s.rollout_prompts_per_call}")
     if not 0.0 <= s.gad.d_acc_gate < 1.0:
         raise ValueError(f"stages.gad.d_acc_gate must be in [0, 1), got {s.gad.d_acc_gate}")
+    if s.gad.reward not in ("discriminator", "oracle"):
+        raise ValueError(f"stages.gad.reward must be discriminator or oracle, got {s.gad.reward!r}")
+    if s.gad.reward == "oracle" and cfg.data.train != EMBEDDED:
+        raise ValueError("stages.gad.reward='oracle' needs the embedded world (data.train='embedded'): its teacher is known exactly")
+    if s.gad.oracle_floor >= 0:
+        raise ValueError(f"stages.gad.oracle_floor must be negative, got {s.gad.oracle_floor}")
     if not cfg.teacher.base_url and not cfg.teacher.replies_file:
         raise ValueError("teacher.base_url is empty: give an OpenAI-compatible URL, 'embedded', or teacher.replies_file")
     if cfg.model.student == EMBEDDED and cfg.data.train != EMBEDDED and not cfg.model.tokenizer:

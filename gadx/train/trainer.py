@@ -34,6 +34,7 @@ from .data import Cursor
 from .engine import Player
 from .losses import pairwise_acc
 from .metrics import MetricsLogger, Progress
+from .oracle import Oracle
 from .reduce import seq_values
 from .step import Batch, StepContext, _score_step, gad_step, seqkd_step, warmup_step
 
@@ -81,6 +82,8 @@ class Run:
         student.load_state_dict(env.initial_student_state())
         lr = s.seqkd.lr if self.name == "seqkd" else s.warmup.lr
         self.G = Player(student, lr=lr, weight_decay=s.weight_decay, clip_grad=s.grad_clip)
+        # the embedded world's exact teacher: the oracle reward and the GAD step's diagnostics
+        self.oracle = Oracle.from_env(env, floor=s.gad.oracle_floor) if self.name == "gad" else None
         self.D = self.ref = None
         if self.name == "gad":
             if self.disc_path is not None:
@@ -98,6 +101,7 @@ class Run:
             sync_weights=lambda: env.engine.load_weights(env.engine_weights(self.G.model)),
             eos_ids=env.eos_ids, stages=self.cfg.stages, budget=self.cfg.parallel.micro_batch_tokens,
             dims=self.dims, sample_seed=(self.cfg.run.seed * 1_000_003) % (2**31), recorder=self.recorder,
+            oracle=self.oracle,
         )
 
     def _start_gad(self) -> None:
