@@ -101,3 +101,31 @@ def gad_diagnostics(oracle: Oracle, prompts_P, teacher_P, prompts_S, responses_S
         out["d_acc/ceiling"] = float(acc_star(torch.tensor(logT_t), logS_teacher_P.detach().cpu(), logT_PN,
                                               logS_S.detach().cpu().view(P, N), same_PN))
     return out
+
+
+@torch.no_grad()
+def heldout_ceiling(ctx, oracle: Oracle | None, prompts_P, teacher_P, roll, d_teacher_P, d_student_PN) -> dict[str, Any]:
+    """D's held-out accuracy (ties 1/2) with its prompt-clustered error, and acc* on the same pairs
+    (None without an oracle, or when a teacher reply was cut at max_response_len)."""
+    from .ceiling import pairwise_acc_se
+    from .reduce import token_values
+    from .step import _logprob_step
+
+    P, N = d_student_PN.shape
+    samples = roll.responses
+    same_PN = torch.tensor([[list(samples[p * N + i]) == list(teacher_P[p]) for i in range(N)] for p in range(P)])
+    acc, se = pairwise_acc_se(d_teacher_P.cpu(), d_student_PN.cpu(), same_PN)
+    out: dict[str, Any] = {"acc": acc, "se": se, "n_pairs": P * N, "acc_star": None}
+    if oracle is None:
+        return out
+    logT_t = torch.tensor(oracle.logprobs(prompts_P, teacher_P), dtype=torch.float64)
+    if not torch.isfinite(logT_t).all():
+        return out
+    G = ctx.student
+    mbs = ctx.pack(prompts_P, teacher_P)
+    lt = token_values(ctx.dims, mbs, G.run(mbs, _logprob_step(G.model, ctx.stages.temperature), forward_only=True), "logp", P)
+    logS_t = torch.stack([x.sum() for x in lt]).cpu()
+    logS_s = torch.stack([x.float().sum() for x in roll.logprobs]).cpu().view(P, N)
+    logT_s = torch.tensor(oracle.logprobs([p for p in prompts_P for _ in range(N)], samples), dtype=torch.float64).view(P, N)
+    out["acc_star"] = float(acc_star(logT_t, logS_t, logT_s, logS_s, same_PN))
+    return out

@@ -287,7 +287,7 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
         if ctx.stages.gad.reward == "oracle":  # the exact teacher log-likelihood per token: the ceiling arm
             reward_PN = ctx.oracle.reward(prompts, responses).to(d_student_PN.device).view(P, n)
         # 5. group-normalised advantages, the same on every token of a response
-        adv_PN = group_advantages(reward_PN)
+        adv_PN = group_advantages(reward_PN, norm=ctx.stages.gad.adv_norm)
         ctx.note("advantages")
     diag = _diagnostics(ctx, batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN) if ctx.oracle else {}
     with ctx.timed("update"):

@@ -42,3 +42,17 @@ def test_chance_warning():
     assert chance_warning(acc=0.5, se=0.01, n_pairs=400, acc_star=0.5) is None  # nothing left to see
     msg = chance_warning(acc=0.5, se=0.01, n_pairs=400, acc_star=None)
     assert msg is not None and "chance" in msg
+
+
+def test_trainer_gate_in_ceiling_mode_reports_acc_star(tmp_path, tiny_args, capsys):
+    """gate="ceiling": the held-out check uses gate_samples samples per prompt, logs its error and
+    acc* (the embedded world's exact teacher), and the gate decision says why."""
+    from runs import rows, train
+
+    train(tmp_path, tiny_args, "stages.gad.gate=ceiling", "stages.gad.gate_samples=3", "stages.gad.gate_min_pairs=12",
+          "stages.max_response_len=64", "parallel.micro_batch_tokens=512", "data.held_out_size=8")
+    err = capsys.readouterr().err
+    assert "gadx.train: gate: " in err and "acc*=" in err
+    held = [r for r in rows(tmp_path / "gad" / "metrics.jsonl") if "d_acc/heldout" in r]
+    assert held and all(r["d_acc/heldout_n_pairs"] == 8 * 3 for r in held)
+    assert all(0.5 <= r["d_acc/heldout_acc_star"] <= 1.0 and r["d_acc/heldout_se"] > 0 for r in held)
