@@ -129,6 +129,7 @@ class GadCfg:
     # token (gadx/train/oracle.py), the ceiling any D could give; a diagnostic arm, not black-box
     reward: str = "discriminator"
     oracle_floor: float = -20.0  # the oracle reward per token of a reply the teacher cannot write
+    lr_warmup: int = 0  # GAD steps of a linear lr ramp to gad.lr (0: constant from the first step, the paper's)
     adv_norm: str = "group"  # GRPO advantage normaliser: "group" std (the paper), "batch" std, "none" (losses.py)
 
 
@@ -354,6 +355,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"stages.gad.reward must be discriminator or oracle, got {s.gad.reward!r}")
     if s.gad.reward == "oracle" and cfg.data.train != EMBEDDED:
         raise ValueError("stages.gad.reward='oracle' needs the embedded world (data.train='embedded'): its teacher is known exactly")
+    if s.gad.lr_warmup < 0:
+        raise ValueError(f"stages.gad.lr_warmup must be >= 0, got {s.gad.lr_warmup}")
     if s.gad.gate not in ("fixed", "ceiling"):
         raise ValueError(f"stages.gad.gate must be fixed or ceiling, got {s.gad.gate!r}")
     if not 0.0 <= s.gad.gate_frac <= 1.0 or s.gad.gate_samples < 1:

@@ -330,6 +330,10 @@ class Run:
         if stage in ("seqkd", "warmup"):
             base = cfg.stages.seqkd.lr if stage == "seqkd" else cfg.stages.warmup.lr
             self.G.set_lr(sft_lr(cfg.stages, base, stage_step, self.plan[0].steps))
+        elif stage == "gad" and cfg.stages.gad.lr_warmup:
+            # a linear ramp: Adam's first steps after a stage change are sign-like (fresh moments) or
+            # scaled by the SFT stage's moments, either way unlike the steady state (RESULTS_embedded.md)
+            self.G.set_lr(cfg.stages.gad.lr * min(1.0, (stage_step + 1) / cfg.stages.gad.lr_warmup))
         if stage == "seqkd":
             m = seqkd_step(ctx, batch, step)
         elif stage == "warmup":

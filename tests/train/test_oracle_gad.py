@@ -72,3 +72,18 @@ def test_oracle_reward_raises_teacher_loglik_and_a_flipped_sign_lowers_it(tmp_pa
     assert end_plain >= start + 2.0, msg
     assert _mean(plain[-K:], "oracle/valid") >= plain[0]["oracle/valid"] + 0.1, msg
     assert end_flip <= start - 2.0, msg
+
+
+def test_gad_lr_warmup_ramps_the_student_lr(tmp_path, tiny_args):
+    from runs import rows, train
+
+    train(tmp_path, tiny_args, "stages.gad.steps=3", "stages.gad.lr=3e-4", "stages.gad.lr_warmup=2")
+    lrs = [r["lr/g"] for r in rows(tmp_path / "gad" / "metrics.jsonl") if r["stage"] == "gad"]
+    assert lrs == pytest.approx([1.5e-4, 3e-4, 3e-4])
+
+
+def test_oracle_reward_needs_the_embedded_world(tmp_path):
+    with pytest.raises(ValueError, match="embedded world"):
+        load_config(["--set", "stages.gad.reward=oracle", "--set", "data.train=x.jsonl", "--set", "model.tokenizer=t"])
+    with pytest.raises(ValueError, match="adv_norm"):
+        load_config(["--set", "stages.gad.adv_norm=rank"])
