@@ -142,7 +142,7 @@ def _eval(folder: Path, n: int, k: int, extra: dict | None = None) -> dict:
         for t in TEMPS:
             kk = 1 if t == 0 else k
             rep = [x for x in ids for _ in range(kk)]
-            roll = eng.generate(rep, max_new_tokens=max_new, temperature=t, eos_ids=eos, seed=1234)
+            roll = _generate(eng, rep, max_new, t, eos)
             texts = [tok.decode(r, skip_special_tokens=True) for r in roll.responses]
             ptxt = [p for p in prompts for _ in range(kk)]
             lt = [world.teacher.logprob(p, x) if f else -math.inf for p, x, f in zip(ptxt, texts, roll.finished)]
@@ -173,6 +173,16 @@ def _eval(folder: Path, n: int, k: int, extra: dict | None = None) -> dict:
     (folder.parent / "eval.json").write_text(json.dumps(res, indent=1))
     print(_table(res), flush=True)
     return res
+
+
+def _generate(eng, prompts, max_new: int, t: float, eos):
+    """Sampling in calls of 256 (the sampler's max_batch is 512), call c seeded 1234 + c."""
+    from gadx.sampler import Rollout
+
+    parts = [eng.generate(prompts[c:c + 256], max_new_tokens=max_new, temperature=t, eos_ids=eos, seed=1234 + c)
+             for c in range(0, len(prompts), 256)]
+    return Rollout([r for p in parts for r in p.responses], [x for p in parts for x in p.logprobs],
+                   [f for p in parts for f in p.finished], torch.cat([p.lengths for p in parts]))
 
 
 def _student_logprobs(mc, sd, prompts, responses) -> list[float]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .ceiling import acc_star, pairwise_acc_ties, spearman
+from .ceiling import acc_star, bayes_scores, pairwise_acc_ties, spearman
 from .sequences import encode_prompt
 
 
@@ -96,6 +96,11 @@ def gad_diagnostics(oracle: Oracle, prompts_P, teacher_P, prompts_S, responses_S
         # groups whose rewards are all equal: GRPO's std normaliser gives them zero advantage
         "reward/no_spread": float((reward_PN.float().std(dim=1) < 1e-6).double().mean()),
         "corr/d_vs_logT": spearman(d_student_PN.detach().cpu(), torch.clamp(logT_PN, min=-1e9)),
+        # against the Bayes-optimal score log T - log S: what D should learn. D's score may rank the
+        # student's samples against log T and still be right (a mode-collapsed student makes the
+        # teacher's rarer phrasings the tell), so both are logged
+        "corr/d_vs_bayes": spearman(d_student_PN.detach().cpu(),
+                                    torch.clamp(bayes_scores(logT_PN, logS_S.detach().cpu().view(P, N)), min=-1e9)),
     }
     if finite_t.all():  # a teacher reply cut at max_response_len is no teacher sample: no ceiling then
         out["d_acc/ceiling"] = float(acc_star(torch.tensor(logT_t), logS_teacher_P.detach().cpu(), logT_PN,

@@ -93,3 +93,25 @@ def test_spearman():
     assert spearman(x, -x) == pytest.approx(-1.0)
     assert spearman(x, torch.tensor([-math.inf, -math.inf, 0.0, 1.0])) > 0.8  # ties and -inf ranked
     assert math.isnan(spearman(x, torch.ones(4)))
+
+
+def test_gad_diagnostics_on_hand_built_samples(world_oracle):
+    from gadx.train.oracle import gad_diagnostics
+
+    world, tok, ids, oracle = world_oracle
+    (p0, x0), (p1, x1) = list(ids.items())[:2]
+    t0 = encode_teacher_reply(tok, world.teacher.sample(x0, random.Random(1)), 256)
+    t1 = encode_teacher_reply(tok, world.teacher.sample(x1, random.Random(2)), 256)
+    bad = encode_teacher_reply(tok, "Banana banana.", 256)
+    # prompt 0: a copy of the teacher reply and an impossible reply; prompt 1: two impossible replies
+    samples = [t0, bad, bad, bad]
+    logS = torch.tensor([-3.0, -1.0, -2.0, -2.5])
+    reward = oracle.reward([p0, p0, p1, p1], samples).view(2, 2)
+    d_t, d_s = torch.tensor([1.0, 0.0]), torch.tensor([[0.5, 2.0], [-1.0, -2.0]])
+    m = gad_diagnostics(oracle, [p0, p1], [t0, t1], [p0, p0, p1, p1], samples, logS, torch.tensor([-3.0, -4.0]),
+                        d_t, d_s, reward)
+    assert m["oracle/valid"] == 0.25
+    assert m["reward/no_spread"] == 0.5  # prompt 1's two samples are both at the floor
+    assert m["d_acc/train_ties"] == pytest.approx((0.5 + 0 + 1 + 1) / 4)  # the copy is a tie whatever D says
+    assert m["d_acc/ceiling"] == pytest.approx((0.5 + 1 + 1 + 1) / 4)
+    assert m["oracle/logT_per_token"] == pytest.approx(float(reward.mean()))
