@@ -1,7 +1,7 @@
 """Size and judge the GAD stage on the embedded world: arms that start from one SFT student, and their evaluation.
 
     # the SFT start (and the SeqKD arm's first part): python -m gadx.train --set run.plan=seqkd ... -> <out>/seqkd/student_hf
-    python tools/oracle_arm.py gad   START OUT [--steps 40] [--set stages.gad.reward=oracle ...]   # GRPO arm (oracle or D)
+    python tools/oracle_arm.py gad   START OUT [--steps 40] [--d-warm 20] [--set stages.gad.reward=oracle ...]  # GRPO arm
     python tools/oracle_arm.py sft   START OUT [--steps 40] [--set stages.seqkd.lr=3e-4 ...]      # SeqKD continued
     python tools/oracle_arm.py eval  FOLDER [--n 64] [--k 4]          # -> FOLDER/eval.json
     python tools/oracle_arm.py compare A B [--metric valid] [--temp best]  # paired per-prompt difference, bootstrap 95%
@@ -36,10 +36,10 @@ TEMPS = (1.0, 0.8, 0.6, 0.0)
 FLOOR = -20.0
 
 
-def _cfg(start: Path, out: Path, sets: list[str]):
+def _cfg(start: Path, out: Path, sets: list[str], config: str = ""):
     from gadx.train.config import load_config
 
-    argv = ["--set", f"model.student={start}", "--set", f"run.out_dir={out}", "--set", "run.progress=false",
+    argv = (["--config", config] if config else []) + ["--set", f"model.student={start}", "--set", f"run.out_dir={out}", "--set", "run.progress=false",
             "--set", "run.tensorboard=false", "--set", "run.eval_every=0"]
     for s in sets:
         argv += ["--set", s]
@@ -53,7 +53,12 @@ def cmd_gad(a) -> None:
     from gadx.train.trainer import Run, copy_trunk
 
     out = Path(a.out)
-    cfg = _cfg(Path(a.start), out, a.set)
+    sets = a.set
+    if a.d_warm:
+        sets = [f"stages.warmup.steps={a.d_warm}", f"stages.warmup.d_only_steps={a.d_warm}", "stages.warmup.g_only_steps=0",
+                "stages.sft_prompts_per_step=0", "stages.gad.d_gate_steps=0", "stages.gad.d_acc_gate=0.0",
+                f"stages.gad.steps={a.steps}", *a.set]
+    cfg = _cfg(Path(a.start), out, sets, a.config)
     env = Env(cfg)
     t0 = time.perf_counter()
     try:
@@ -63,7 +68,10 @@ def cmd_gad(a) -> None:
             disc = env.build(head="score", seed=cfg.run.seed + 1)
             copy_trunk(student, disc)
             save_pretrained(disc, dpath)
-        r = Run(cfg, env, name="gad", out_dir=out / "gad", gad_only=a.steps, discriminator=dpath)
+        if a.d_warm:  # D-only steps first (G untouched), then GAD: the pipeline's D warmup, without its SFT
+            r = Run(cfg, env, name="gad", out_dir=out / "gad", discriminator=dpath)
+        else:
+            r = Run(cfg, env, name="gad", out_dir=out / "gad", gad_only=a.steps, discriminator=dpath)
         r.train()
         save_pretrained(r.G.model, out / "student_hf")
         env.tok.save(out / "student_hf")
@@ -82,7 +90,7 @@ def cmd_sft(a) -> None:
     out = Path(a.out)
     sets = ["run.plan=seqkd", f"stages.seqkd.steps={a.steps}", "stages.sft_prompts_per_step=0",
             "stages.sft_lr_schedule=constant", *a.set]
-    cfg = _cfg(Path(a.start), out, sets)
+    cfg = _cfg(Path(a.start), out, sets, a.config)
     env = Env(cfg)
     t0 = time.perf_counter()
     try:
@@ -270,6 +278,8 @@ def main(argv=None) -> int:
         p.add_argument("start")
         p.add_argument("out")
         p.add_argument("--steps", type=int, default=40)
+        p.add_argument("--config", default="", help="a recipe applied before the --set overrides")
+        p.add_argument("--d-warm", type=int, default=0, help="gad: D-only steps before the GAD steps")
         p.add_argument("--set", action="append", default=[])
         p.add_argument("--n", type=int, default=64)
         p.add_argument("--k", type=int, default=4)
