@@ -87,3 +87,11 @@ def test_oracle_reward_needs_the_embedded_world(tmp_path):
         load_config(["--set", "stages.gad.reward=oracle", "--set", "data.train=x.jsonl", "--set", "model.tokenizer=t"])
     with pytest.raises(ValueError, match="adv_norm"):
         load_config(["--set", "stages.gad.adv_norm=rank"])
+
+
+def test_oracle_arm_recipe_loads():
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "oracle_arm.toml"
+    cfg, _ = load_config(["--config", str(recipe)])
+    assert cfg.stages.gad.reward == "oracle" and cfg.stages.gad.adv_norm == "batch" and cfg.stages.gad.lr_warmup == 10
