@@ -102,7 +102,10 @@ def gad_diagnostics(oracle: Oracle, prompts_P, teacher_P, prompts_S, responses_S
         "corr/d_vs_bayes": spearman(d_student_PN.detach().cpu(),
                                     torch.clamp(bayes_scores(logT_PN, logS_S.detach().cpu().view(P, N)), min=-1e9)),
     }
-    if finite_t.all():  # a teacher reply cut at max_response_len is no teacher sample: no ceiling then
+    # a teacher reply cut at max_response_len is no teacher sample: no ceiling then (nan, so that every
+    # data-parallel rank logs the same keys: dp_mean reduces them as one tensor)
+    out["d_acc/ceiling"] = math.nan
+    if finite_t.all():
         out["d_acc/ceiling"] = float(acc_star(torch.tensor(logT_t), logS_teacher_P.detach().cpu(), logT_PN,
                                               logS_S.detach().cpu().view(P, N), same_PN))
     return out
