@@ -94,4 +94,4 @@ def test_oracle_arm_recipe_loads():
 
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "oracle_arm.toml"
     cfg, _ = load_config(["--config", str(recipe)])
-    assert cfg.stages.gad.reward == "oracle" and cfg.stages.gad.adv_norm == "batch" and cfg.stages.gad.lr_warmup == 10
+    assert cfg.stages.gad.reward == "oracle" and cfg.stages.n_samples == 8 and cfg.stages.gad.lr == 5e-4
