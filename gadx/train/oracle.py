@@ -35,15 +35,21 @@ class Oracle:
         self.prompt_texts, self.floor = prompt_texts, floor
 
     @classmethod
-    def from_env(cls, env, floor: float = -20.0) -> "Oracle | None":
-        """The oracle of an embedded run (every train and held-out prompt, by its token ids); None otherwise."""
+    def from_env(cls, env, floor: float = -20.0, *, required: bool = False) -> "Oracle | None":
+        """The oracle of an embedded run (every train and held-out prompt, by its token ids); None
+        otherwise, or when prompts cut at stages.max_prompt_len share their ids (then a ValueError
+        if ``required``: the oracle reward cannot tell which prompt a sample answers)."""
         if env.world is None:
             return None
         texts: dict[tuple[int, ...], str] = {}
         for s in list(env.train) + list(env.held):
             text = s.messages[-1]["content"]
             ids = tuple(encode_prompt(env.tok, s.messages, env.cfg.stages.max_prompt_len).ids)
-            assert texts.setdefault(ids, text) == text, f"two prompts share token ids: {text!r}, {texts[ids]!r}"
+            if texts.setdefault(ids, text) != text:
+                if required:
+                    raise ValueError(f"stages.max_prompt_len={env.cfg.stages.max_prompt_len} cuts two world prompts to "
+                                     f"the same tokens ({text!r}, {texts[ids]!r}): raise it for the oracle reward")
+                return None
         return cls(env.world, env.tok, texts, env.eos_ids, floor=floor)
 
     def prompt_text(self, prompt_ids) -> str:

@@ -85,7 +85,8 @@ class Run:
         lr = s.seqkd.lr if self.name == "seqkd" else s.warmup.lr
         self.G = Player(student, lr=lr, weight_decay=s.weight_decay, clip_grad=s.grad_clip)
         # the embedded world's exact teacher: the oracle reward and the GAD step's diagnostics
-        self.oracle = Oracle.from_env(env, floor=s.gad.oracle_floor) if self.name == "gad" else None
+        self.oracle = Oracle.from_env(env, floor=s.gad.oracle_floor, required=s.gad.reward == "oracle") \
+            if self.name == "gad" else None
         self.D = self.ref = None
         if self.name == "gad":
             if self.disc_path is not None:
