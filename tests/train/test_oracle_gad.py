@@ -24,7 +24,7 @@ ARGS = ["run.plan=gad", "run.seed=0", "run.eval_every=0", "data.held_out_size=4"
         "stages.sft_lr_schedule=constant", "stages.warmup.lr=1e-2",
         "stages.warmup.steps=STEPS_SFT", "stages.warmup.d_only_steps=0", "stages.warmup.g_only_steps=STEPS_SFT",
         "stages.gad.d_gate_steps=0", "stages.gad.d_acc_gate=0.0", "stages.gad.reward=oracle",
-        "stages.gad.steps=STEPS_GAD", "stages.gad.lr=3e-3", "stages.gad.kl_coef=0.0"]
+        "stages.gad.steps=STEPS_GAD", "stages.gad.lr=1e-3", "stages.gad.kl_coef=0.0"]
 STEPS_SFT, STEPS_GAD, K = 40, 12, 4
 
 
