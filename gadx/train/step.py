@@ -63,6 +63,7 @@ class StepContext:
     dims: Any  # gadx.parallel.ParallelDims
     sample_seed: int = 0
     recorder: list[str] | None = None  # order-of-operations log (tests)
+    oracle: Any = None  # gadx.train.oracle.Oracle in the embedded world: the oracle reward and diagnostics
     times: dict[str, float] = field(default_factory=dict)
 
     def note(self, what: str) -> None:
@@ -229,6 +230,21 @@ def _grpo_update(ctx: StepContext, prompts, responses, adv_S: torch.Tensor, old,
             **{k: s[k] / norm for k in ("kl", "clip_frac", "entropy", "ratio")}}
 
 
+def _diagnostics(ctx: StepContext, batch: Batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN):
+    """Oracle diagnostics of a GAD step (oracle.gad_diagnostics); the student's log-probs of the
+    teacher replies at the sampling temperature cost one extra forward of P sequences."""
+    from .oracle import gad_diagnostics
+
+    with ctx.timed("diagnostics"):
+        G, temp = ctx.student, ctx.stages.temperature
+        mbs = ctx.pack(batch.prompts, batch.teacher)
+        lt = token_values(ctx.dims, mbs, G.run(mbs, _logprob_step(G.model, temp), forward_only=True), "logp", len(batch.prompts))
+        logS_t = torch.stack([x.sum() for x in lt])
+        logS_s = torch.stack([x.sum() for x in old])
+        return gad_diagnostics(ctx.oracle, batch.prompts, batch.teacher, prompts, responses, logS_s, logS_t,
+                               d_teacher_P, d_student_PN, reward_PN)
+
+
 def _tokens(prompts, responses) -> int:
     return sum(len(p) + len(r) for p, r in zip(prompts, responses))
 
@@ -281,11 +297,15 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
         # 4. D scores the samples (and the teacher replies) before its update
         dmbs = _d_pack(ctx, batch, responses, n)
         scores_P1 = seq_values(dims, dmbs, D.run(dmbs, _score_step(D.model), forward_only=True), "scores", P * (n + 1))
-        d_teacher_P, reward_PN = scores_P1.view(P, n + 1)[:, 0], scores_P1.view(P, n + 1)[:, 1:]
+        d_teacher_P, d_student_PN = scores_P1.view(P, n + 1)[:, 0], scores_P1.view(P, n + 1)[:, 1:]
         ctx.note("d_score")
+        reward_PN = d_student_PN
+        if ctx.stages.gad.reward == "oracle":  # the exact teacher log-likelihood per token: the ceiling arm
+            reward_PN = ctx.oracle.reward(prompts, responses).to(d_student_PN.device).view(P, n)
         # 5. group-normalised advantages, the same on every token of a response
-        adv_PN = group_advantages(reward_PN)
+        adv_PN = group_advantages(reward_PN, norm=ctx.stages.gad.adv_norm)
         ctx.note("advantages")
+    diag = _diagnostics(ctx, batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN) if ctx.oracle else {}
     with ctx.timed("update"):
         # 6. D update: Bradley-Terry on (teacher reply, each sample); skipped for the frozen-D ablation
         m = _d_update(ctx, batch, responses) if update_d else {}
@@ -298,8 +318,8 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
             skipped = skipped or m["skipped/g"]
         m["skipped/g"] = skipped
     return {**m, **dp_mean(dims, {
-        "reward/mean": reward_PN.mean(), "reward/std": reward_PN.std(dim=1).mean(),
-        "d_acc/train": pairwise_acc(d_teacher_P, reward_PN), "loss/d_pre": bt_loss(d_teacher_P, reward_PN),
+        **diag, "reward/mean": reward_PN.mean(), "reward/std": reward_PN.std(dim=1).mean(),
+        "d_acc/train": pairwise_acc(d_teacher_P, d_student_PN), "loss/d_pre": bt_loss(d_teacher_P, d_student_PN),
         "truncated_frac": 1.0 - sum(finished) / len(finished),
         "len/student": sum(map(len, responses)) / len(responses),
         "len/teacher": sum(map(len, batch.teacher)) / len(batch.teacher),
