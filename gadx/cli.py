@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("gadx.eval", "judge-based and judge-free evaluation of checkpoints"),
     "tokenizer": ("gadx.tokenizer.cli", "train a sentencepiece tokenizer on local text"),
     "export": ("gadx.export", "turn a trainer checkpoint (any TP/PP layout) into an HF safetensors folder"),
+    "plan": ("gadx.plan", "dry-run a recipe on fake tensors: per-GPU memory and device placement, no GPU needed"),
 }
 
 DEBUG_FLAG, DEBUG_ENV = "--debug", "GADX_DEBUG"

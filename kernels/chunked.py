@@ -67,7 +67,8 @@ def addmm_fp32_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
 
 def chunk_tokens(T: int, V: int, grad_elem: int, chunk_bytes: int | None, device: torch.device) -> int:
     """Tokens per chunk so that fp32 logits (+ a separate grad buffer of grad_elem bytes) fit the budget."""
-    budget = chunk_bytes or DEFAULT_CHUNK_BYTES.get(device.type, DEFAULT_CHUNK_BYTES["cpu"])
+    # any accelerator sizes chunks as CUDA does (gadx plan's fake GPU is one; see docs/dry_run.md)
+    budget = chunk_bytes or DEFAULT_CHUNK_BYTES["cpu" if device.type == "cpu" else "cuda"]
     c = max(1, budget // (V * (4 + grad_elem)))
     if c >= 64:
         c -= c % 64  # GEMM-friendly
@@ -87,8 +88,8 @@ def head_pass(hidden_TH, weight_VH, targets_T, *, temperature, backend, vocab_st
     T, H = hidden_TH.shape
     V = weight_VH.shape[0]
     dev = hidden_TH.device
-    # On CPU the GEMMs run in fp32 (bf16 CPU GEMMs are slow and add rounding); on CUDA in the input dtype.
-    w_mm = weight_VH if dev.type == "cuda" else weight_VH.float()
+    # On CPU the GEMMs run in fp32 (bf16 CPU GEMMs are slow and add rounding); on an accelerator in the input dtype.
+    w_mm = weight_VH if dev.type != "cpu" else weight_VH.float()
     low_prec = w_mm.dtype != torch.float32
     V_chunk = V if (group is None or vocab_size is None) else -(-vocab_size // dist.get_world_size(group))
     C = chunk_tokens(T, V_chunk, w_mm.element_size() if low_prec else 0, chunk_bytes, dev)

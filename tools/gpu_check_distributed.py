@@ -4,6 +4,7 @@ forward+backward alone in bf16 and, where Transformer Engine is importable, in F
 
     python tools/gpu_check_distributed.py                  # on the GPU machine
     python tools/gpu_check_distributed.py --dry-run        # CPU, tiny shapes, < 60 s: checks the code paths only
+                                                            # (and the step's forwards/backward on gadx plan's fake GPU)
 
 On the lent machine (torch 2.11, Python 3.12; no megatron-core, TE or flash-attn), carry
 megatron-core as a wheel (see /work/.library/device/README.md), from the repo root here:
@@ -107,6 +108,24 @@ def gad_steps(root: Path, steps: int, dry: bool, n_params: int) -> dict:
     return {"rows": out, "wall_s": wall}
 
 
+def fake_gpu_step(mc, dry: bool) -> dict:
+    """The same GAD step shapes on gadx plan's fake GPU (gadx.plan.plan_rank): every forward, backward
+    and optimizer step on fake device tensors, so a tensor built on the CPU fails here even on a
+    CPU-only machine (the CPU adapter path above keeps everything on the CPU and cannot see it)."""
+    from gadx.parallel import current_parallel, destroy_parallel
+    from gadx.plan import plan_rank
+    from gadx.train.config import load_config
+
+    if current_parallel() is not None:
+        destroy_parallel()
+    sets = {"stages.prompts_per_step": "4" if dry else "32", "stages.n_samples": "2" if dry else "8",
+            "stages.max_prompt_len": "48" if dry else "128", "stages.max_response_len": "12" if dry else "128",
+            "parallel.micro_batch_tokens": "256" if dry else "8192", "data.held_out_size": "4"}
+    cfg, _ = load_config([x for k, v in sets.items() for x in ("--set", f"{k}={v}")])
+    r = plan_rank(cfg, mc, world=1, rank=0, max_microbatches=2)
+    return {"device": r.device, "peak_bytes": r.peak, "peak_phase": r.peak_phase, "host_reads": r.host_reads}
+
+
 def update_bench(mc, dry: bool) -> list[dict]:
     from gadx.models import build_model
     from gadx.models.spec import te_available
@@ -159,6 +178,9 @@ def main(argv=None) -> int:
     import warnings
 
     warnings.simplefilter("ignore")
+    from gadx.plan.fakedev import register
+
+    register()  # the fake GPU must exist before the first backward (autograd sizes its device queues then)
     a = parse_args(argv)
     if not a.dry_run and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: use --dry-run on a CPU machine")
@@ -176,12 +198,16 @@ def main(argv=None) -> int:
         for r in gad["rows"]:
             print(f"{r['step']:>4} {r['time_step_s']:7.2f} {r['time_rollout_s']:8.2f} {r['time_scoring_s']:8.2f} "
                   f"{r['time_update_s']:7.2f} {r['tokens_per_s']:10.0f} {r['rollout_tokens_per_s']:10.0f} {r['update_mfu']:8.1%}")
+        fake = fake_gpu_step(mc, a.dry_run)
+        print(f"\nfake-GPU dry run of the step (gadx plan): device {fake['device']}, predicted peak "
+              f"{fake['peak_bytes'] / 2**20:.1f} MiB in {fake['peak_phase']}; host reads: {fake['host_reads']}")
         bench = update_bench(mc, a.dry_run)
         print("\nStudent forward+backward alone (packed micro-batches):")
         for r in bench:
             print(f"  {r['variant']:<22} {r['tokens']:>6} tokens  {r['step_s'] * 1e3:8.1f} ms  "
                   f"{r['tokens_per_s']:10.0f} tok/s  MFU {r['mfu']:.1%}")
     result = {"device": device, "dry_run": a.dry_run, "params": n_params, "gad": gad, "update_bench": bench,
+              "fake_gpu_step": fake,
               "wall_s": time.perf_counter() - t0}
     Path(a.out).write_text(json.dumps(result, indent=1))
     print(f"\nwall {result['wall_s']:.0f} s; JSON in {a.out}")

@@ -117,10 +117,26 @@ class GadCfg:
     kl_coef: float = 0.001
     d_acc_gate: float = 0.65  # held-out pairwise accuracy D must reach before policy updates
     d_gate_steps: int = 20  # extra D-only steps allowed to reach the gate before giving up
+    # "fixed": D's held-out accuracy (one sample per held-out prompt) >= d_acc_gate. "ceiling"
+    # (gadx/train/gate.py): gate_samples samples per held-out prompt, ties 1/2, and the gate opens
+    # when the lower confidence bound (z = gate_z) closes gate_frac of the gap 0.5 -> acc*, on at
+    # least gate_min_pairs pairs; acc* from the embedded world's exact teacher (else d_acc_gate).
+    # The "D fell back to chance" warning follows the same mode (a fixed 0.55, or 20% of the gap).
+    gate: str = "fixed"
+    gate_frac: float = 0.5
+    gate_z: float = 1.645
+    gate_min_pairs: int = 256
+    gate_samples: int = 4
     freeze_discriminator: bool = False  # the paper's off-policy ablation (reward hacking)
     # policy updates per rollout on the same samples and old log-probs (verl's ppo_epochs, TRL's
     # num_iterations); the paper uses 1. Above 1 the ratio moves off 1 and the clip acts.
     policy_epochs: int = 1
+    # "discriminator" (GAD), or "oracle": the embedded world's exact teacher log-likelihood per
+    # token (gadx/train/oracle.py), the ceiling any D could give; a diagnostic arm, not black-box
+    reward: str = "discriminator"
+    oracle_floor: float = -20.0  # the oracle reward per token of a reply the teacher cannot write
+    lr_warmup: int = 0  # GAD steps of a linear lr ramp to gad.lr (0: constant from the first step, the paper's)
+    adv_norm: str = "group"  # GRPO advantage normaliser: "group" std (the paper), "batch" std, "none" (losses.py)
 
 
 @dataclass(kw_only=True)
@@ -352,10 +368,16 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"stages.warmup.d_every must be >= 1, got {s.warmup.d_every}")
     if s.rollout_prompts_per_call < 0:
         raise ValueError(f"stages.rollout_prompts_per_call must be >= 0, got {s.rollout_prompts_per_call}")
-    if s.gad.policy_epochs < 1:
-        raise ValueError(f"stages.gad.policy_epochs must be >= 1, got {s.gad.policy_epochs}")
     if not 0.0 <= s.gad.d_acc_gate < 1.0:
         raise ValueError(f"stages.gad.d_acc_gate must be in [0, 1), got {s.gad.d_acc_gate}")
+    if s.gad.reward not in ("discriminator", "oracle"):
+        raise ValueError(f"stages.gad.reward must be discriminator or oracle, got {s.gad.reward!r}")
+    if s.gad.reward == "oracle" and cfg.data.train != EMBEDDED:
+        raise ValueError("stages.gad.reward='oracle' needs the embedded world (data.train='embedded'): its teacher is known exactly")
+    if s.gad.gate not in ("fixed", "ceiling"):
+        raise ValueError(f"stages.gad.gate must be fixed or ceiling, got {s.gad.gate!r}")
+    if s.gad.adv_norm not in ("group", "batch", "none"):
+        raise ValueError(f"stages.gad.adv_norm must be group, batch or none, got {s.gad.adv_norm!r}")
     if not cfg.teacher.base_url and not cfg.teacher.replies_file:
         raise ValueError("teacher.base_url is empty: give an OpenAI-compatible URL, 'embedded', or teacher.replies_file")
     if cfg.model.student == EMBEDDED and cfg.data.train != EMBEDDED and not cfg.model.tokenizer:

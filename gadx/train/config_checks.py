@@ -31,6 +31,12 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "stages.gad.clip_low": (0, 1, False, True),
     "stages.gad.dual_clip": (1, INF, False, False),
     "stages.gad.d_acc_gate": (0, 1, False, True),
+    "stages.gad.policy_epochs": (1, INF, False, False),
+    "stages.gad.oracle_floor": (-INF, 0, True, True),  # a per-token log-likelihood floor: negative
+    "stages.gad.gate_frac": (0, 1, False, False),
+    "stages.gad.gate_z": (0, INF, True, False),
+    "stages.gad.gate_min_pairs": (1, INF, False, False),
+    "stages.gad.gate_samples": (1, INF, False, False),
     "stages.prompts_per_step": (1, INF, False, False),
     "stages.n_samples": (1, INF, False, False),
     "stages.temperature": (0, INF, True, False),  # log-probs are taken at logits / temperature

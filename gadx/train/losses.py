@@ -21,8 +21,16 @@ def pairwise_acc(d_teacher_P: torch.Tensor, d_student_PN: torch.Tensor) -> torch
     return (d_teacher_P[:, None] > d_student_PN).float().mean()
 
 
-def group_advantages(reward_PN: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """GRPO advantages: normalise each prompt's group of N rewards by its mean and unbiased std."""
+def group_advantages(reward_PN: torch.Tensor, eps: float = 1e-6, norm: str = "group") -> torch.Tensor:
+    """GRPO advantages: each prompt's N rewards minus their mean, divided by the group's unbiased std
+    (norm="group", the paper's), by the std of all the rank's centred rewards ("batch": a group whose
+    rewards barely differ gets a small advantage instead of a full-size one), or not at all ("none")."""
     assert reward_PN.dim() == 2 and reward_PN.shape[1] >= 2, "need N >= 2 samples per prompt"
     r = reward_PN.float()
-    return (r - r.mean(dim=1, keepdim=True)) / (r.std(dim=1, unbiased=True, keepdim=True) + eps)
+    c = r - r.mean(dim=1, keepdim=True)
+    if norm == "group":
+        return c / (r.std(dim=1, unbiased=True, keepdim=True) + eps)
+    if norm == "batch":
+        return c / (c.square().sum() / max(c.numel() - c.shape[0], 1)).sqrt().clamp(min=eps)
+    assert norm == "none", norm
+    return c

@@ -5,6 +5,11 @@
                per_seq={"seq": torch.arange(S)})
     norm = global_token_count(mbs, dp_group)   # device tensor; all-reduced over DP, no .item()
 
+Every tensor of a micro-batch is built on ``device`` (the model's): the token lists are
+host data, moved with one copy per tensor, and per-token values that already live on the
+device (old / reference log-probs) are scattered there without a round trip through the
+host. Nothing here reads a device value back (no host sync inside a step).
+
 Each micro-batch is one row ``[1, T]`` of concatenated sequences (no padding
 between them): ``doc_ids`` tell attention where sequences start, positions
 restart per sequence, ``targets[t]`` is the next token of the same sequence and
@@ -31,9 +36,11 @@ class MicroBatch:
     last_idx_N: torch.Tensor  # D's read position per packed sequence
     seq_N: torch.Tensor  # index of each packed sequence in the caller's list
     seqs: list[int] = field(default_factory=list)  # the same on the host
+    spans: list[tuple[int, int]] = field(default_factory=list)  # per sequence: (first response target, length), host
     num_groups: int = 0  # with ``groups``: per_seq["group"] holds local ids 0..num_groups-1
     per_token: dict[str, torch.Tensor] = field(default_factory=dict)  # [T], zero off the mask
     per_seq: dict[str, torch.Tensor] = field(default_factory=dict)  # [N]
+    index: dict[str, torch.Tensor] = field(default_factory=dict)  # device index tensors a loss needs, built on the host
 
     @property
     def num_tokens(self) -> int:
@@ -89,10 +96,10 @@ def pack(
         keys = list(members)
         gbins = plan_bins([sum(lengths[i] for i in members[k]) for k in keys], budget, "group")
         plan = [sorted(i for b in gb for i in members[keys[b]]) for gb in gbins]
+    device = torch.device(device)
     out = []
     for idx in plan:
-        ids, pos, doc, tgt, msk, last = [], [], [], [], [], []
-        tok_vals: dict[str, list[torch.Tensor]] = {k: [] for k in per_token}
+        ids, pos, doc, tgt, msk, last, spans = [], [], [], [], [], [], []
         for d, i in enumerate(idx):
             p, r = prompts[i], responses[i]
             assert len(p) >= 1 and len(r) >= 1, "prompt and response need at least one token each"
@@ -107,10 +114,7 @@ def pack(
             resp_mask = [0.0] * (len(p) - 1) + [1.0] * len(r) + [0.0]
             msk += resp_mask
             last.append(start + n - 1)
-            for k, vals in per_token.items():
-                v = vals[i].float().cpu()
-                assert v.shape == (len(r),), f"per_token[{k!r}][{i}] has shape {tuple(v.shape)}, response has {len(r)}"
-                tok_vals[k].append(torch.cat([torch.zeros(len(p) - 1), v, torch.zeros(1)]))
+            spans.append((start + len(p) - 1, len(r)))
         if pad_to:
             assert len(ids) <= pad_to
             n_pad = pad_to - len(ids)
@@ -119,48 +123,69 @@ def pack(
             doc += [len(idx)] * n_pad
             tgt += [0] * n_pad
             msk += [0.0] * n_pad
-            for k in tok_vals:
-                tok_vals[k].append(torch.zeros(n_pad))
-        seq_N = torch.tensor(idx, dtype=torch.long)
-        seq_ps = dict(per_seq)
+        # per-token values: one scatter of the sequences' values into their response-target slots
+        resp_pos = [s + j for s, L in spans for j in range(L)]
+        tok_vals: dict[str, torch.Tensor] = {}
+        if per_token:
+            resp_pos_R = _on(resp_pos, torch.long, device)
+            for k, vals in per_token.items():
+                for i, (_, L) in zip(idx, spans):
+                    v = vals[i]
+                    assert tuple(v.shape) == (L,), f"per_token[{k!r}][{i}] has shape {tuple(v.shape)}, response has {L}"
+                vals_R = torch.cat([vals[i].to(device=device, dtype=torch.float32) for i in idx])
+                tok_vals[k] = torch.zeros(len(ids), dtype=torch.float32, device=device).index_copy_(0, resp_pos_R, vals_R)
+        seq_ps: dict[str, torch.Tensor] = {}
+        for k, v in per_seq.items():
+            seq_ps[k] = v[torch.tensor(idx, dtype=torch.long, device=v.device)].to(device)
         n_groups = 0
         if groups is not None:
             local = {g: j for j, g in enumerate(dict.fromkeys(groups[i] for i in idx))}
-            seq_ps["group"] = torch.tensor([local[groups[i]] for i in idx])
+            seq_ps["group"] = _on([local[groups[i]] for i in idx], torch.long, device)
             n_groups = len(local)
         out.append(
             MicroBatch(
-                input_ids_1T=torch.tensor([ids], dtype=torch.long, device=device),
-                position_ids_1T=torch.tensor([pos], dtype=torch.long, device=device),
-                doc_ids_1T=torch.tensor([doc], dtype=torch.long, device=device),
-                targets_T=torch.tensor(tgt, dtype=torch.long, device=device),
-                mask_T=torch.tensor(msk, dtype=torch.float32, device=device),
-                last_idx_N=torch.tensor(last, dtype=torch.long, device=device),
-                seq_N=seq_N.to(device),
+                input_ids_1T=_on([ids], torch.long, device),
+                position_ids_1T=_on([pos], torch.long, device),
+                doc_ids_1T=_on([doc], torch.long, device),
+                targets_T=_on(tgt, torch.long, device),
+                mask_T=_on(msk, torch.float32, device),
+                last_idx_N=_on(last, torch.long, device),
+                seq_N=_on(idx, torch.long, device),
                 seqs=list(idx),
+                spans=spans,
                 num_groups=n_groups,
-                per_token={k: torch.cat(v).to(device) for k, v in tok_vals.items()},
-                per_seq={k: (v if k == "group" and groups is not None else v[seq_N]).to(device) for k, v in seq_ps.items()},
+                per_token=tok_vals,
+                per_seq=seq_ps,
             )
         )
     return out
 
 
+def _on(data: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A host list as a tensor on ``device`` (built on the host, one copy over)."""
+    t = torch.tensor(data, dtype=dtype)
+    return t if device.type == "cpu" else t.to(device, non_blocking=True)
+
+
 def unpack_tokens(mbs: list[MicroBatch], values_T: list[torch.Tensor], num_seqs: int) -> list[torch.Tensor]:
-    """Inverse of ``pack`` for per-token values: each sequence's values at its response-target positions."""
+    """Inverse of ``pack`` for per-token values: each sequence's values at its response-target positions
+    (views, cut at offsets known on the host: no boolean indexing, no host sync)."""
     out: list[torch.Tensor | None] = [None] * num_seqs
     for mb, v in zip(mbs, values_T):
-        doc = mb.doc_ids_1T[0]
-        for d, i in enumerate(mb.seqs):
-            sel = (doc == d) & (mb.mask_T > 0)
-            out[i] = v[sel]
+        for i, (start, n) in zip(mb.seqs, mb.spans):
+            out[i] = v[start : start + n]
     assert all(o is not None for o in out)
     return out  # type: ignore[return-value]
 
 
-def global_token_count(mbs: list[MicroBatch], group: dist.ProcessGroup | None = None) -> torch.Tensor:
-    """Valid loss tokens over all micro-batches and data-parallel ranks, as a device tensor."""
-    n = torch.stack([mb.mask_T.sum() for mb in mbs]).sum() if mbs else torch.zeros(())
+def global_token_count(mbs: list[MicroBatch], group: dist.ProcessGroup | None = None,
+                       device: torch.device | str | None = None) -> torch.Tensor:
+    """Valid loss tokens over all micro-batches and data-parallel ranks, as a tensor on the
+    micro-batches' device (``device`` when there are none), all-reduced there (NCCL needs it on the GPU)."""
+    if mbs:
+        n = torch.stack([mb.mask_T.sum() for mb in mbs]).sum()
+    else:
+        n = torch.zeros((), device=device or "cpu")
     if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
         dist.all_reduce(n, group=group)
     return n

@@ -70,7 +70,8 @@ class Env:
         s, r = cfg.stages, cfg.run
         # the largest generate() call: one rollout call, the held-out D check, or an evaluation
         per_call = s.rollout_prompts_per_call or max(s.sft_prompts_per_step, s.prompts_per_step) // self.dims.dp
-        max_batch = max(per_call * s.n_samples, len(self.held), r.eval_size, r.eval_limit)
+        held_k = s.gad.gate_samples if s.gad.gate == "ceiling" else 1  # samples per held-out prompt in D's check
+        max_batch = max(per_call * s.n_samples, len(self.held) * held_k, r.eval_size, r.eval_limit)
         self.sharded_rollout = cfg.parallel.rollout == "sharded" and self.dims.tp > 1
         if self.sharded_rollout:
             from gadx.sampler import TPKVCacheSampler

@@ -63,6 +63,7 @@ class StepContext:
     dims: Any  # gadx.parallel.ParallelDims
     sample_seed: int = 0
     recorder: list[str] | None = None  # order-of-operations log (tests)
+    oracle: Any = None  # gadx.train.oracle.Oracle in the embedded world: the oracle reward and diagnostics
     times: dict[str, float] = field(default_factory=dict)
 
     def note(self, what: str) -> None:
@@ -76,8 +77,9 @@ class StepContext:
         self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
 
     def pack(self, prompts, responses, **kw) -> list[MicroBatch]:
-        """Packed by the token budget; padded to it under PP (megatron sends fixed shapes)."""
-        return pack(prompts, responses, self.budget, pad_to=self.budget if self.dims.pp > 1 else 0, **kw)
+        """Packed by the token budget; padded to it under PP (megatron sends fixed shapes); on the model's device."""
+        return pack(prompts, responses, self.budget, pad_to=self.budget if self.dims.pp > 1 else 0,
+                    device=self.dims.device, **kw)
 
 
 # ---- forward_step factories (megatron's forward_step_func, micro-batch given) ---------------
@@ -107,13 +109,14 @@ def _score_step(model):
 
 
 def _bt_step(model, norm: torch.Tensor):
-    """BT loss on micro-batches packed by group: per_seq "group" (local id) and "teacher" (0/1)."""
+    """BT loss on micro-batches packed by group (``_d_pack``): index "teacher_G" (each local group's
+    teacher reply), "student_M" (the samples, in packed order) and "group_M" (each sample's group).
+    Index tensors built on the host, not boolean masks: no nonzero(), so no host sync in the loss."""
     def fs(mb, chunk):
         def loss_func(hidden_1TH):
             s_N = model.score_hidden(hidden_1TH[0][mb.last_idx_N])
-            g_N, is_t = mb.per_seq["group"], mb.per_seq["teacher"].bool()
-            t_score_G = s_N.new_zeros(mb.num_groups).index_put((g_N[is_t],), s_N[is_t])
-            t_N, st_N = t_score_G[g_N][~is_t], s_N[~is_t]
+            t_score_G = s_N.index_select(0, mb.index["teacher_G"])
+            t_N, st_N = t_score_G.index_select(0, mb.index["group_M"]), s_N.index_select(0, mb.index["student_M"])
             loss_sum = -torch.nn.functional.logsigmoid(t_N - st_N).sum()
             correct = (t_N > st_N).float().sum().detach()
             return loss_sum / norm, {"loss_sum": loss_sum.detach(), "correct": correct}
@@ -175,13 +178,27 @@ def _d_pack(ctx: StepContext, batch: Batch, responses: list[list[int]], n: int) 
         resps += [batch.teacher[p]] + responses[p * n : (p + 1) * n]
         groups += [p] * (n + 1)
         is_t += [1] + [0] * n
-    return ctx.pack(prompts, resps, groups=groups, per_seq={"teacher": torch.tensor(is_t)})
+    mbs = ctx.pack(prompts, resps, groups=groups)
+    dev = ctx.dims.device
+    for mb in mbs:  # BT's gather indices, from host lists (see _bt_step)
+        local = {g: j for j, g in enumerate(dict.fromkeys(groups[i] for i in mb.seqs))}
+        teacher_G = [0] * len(local)
+        student_M, group_M = [], []
+        for d, i in enumerate(mb.seqs):
+            if is_t[i]:
+                teacher_G[local[groups[i]]] = d
+            else:
+                student_M.append(d)
+                group_M.append(local[groups[i]])
+        mb.index = {k: torch.tensor(v, dtype=torch.long).to(dev) for k, v in
+                    (("teacher_G", teacher_G), ("student_M", student_M), ("group_M", group_M))}
+    return mbs
 
 
 def _d_update(ctx: StepContext, batch: Batch, responses: list[list[int]]) -> dict[str, Any]:
     n = ctx.stages.n_samples
     mbs = _d_pack(ctx, batch, responses, n)
-    pairs = torch.tensor(float(batch.global_prompts * n))
+    pairs = torch.tensor(float(batch.global_prompts * n), device=ctx.dims.device)
     outs = ctx.disc.run(mbs, _bt_step(ctx.disc.model, scaled_normalizer(pairs, ctx.dims.dp, len(mbs))))
     s = stage_sums(ctx.dims, outs, ("loss_sum", "correct"))
     loss = s["loss_sum"] / pairs
@@ -192,7 +209,7 @@ def _d_update(ctx: StepContext, batch: Batch, responses: list[list[int]]) -> dic
 
 def _sft_update(ctx: StepContext, batch: Batch) -> dict[str, Any]:
     mbs = ctx.pack(batch.prompts, batch.teacher)
-    norm = global_token_count(mbs, ctx.dims.dp_group)
+    norm = global_token_count(mbs, ctx.dims.dp_group, ctx.dims.device)
     outs = ctx.student.run(mbs, _sft_step(ctx.student.model, scaled_normalizer(norm, ctx.dims.dp, len(mbs))))
     loss = stage_sums(ctx.dims, outs, ("nll_sum",))["nll_sum"] / norm.clamp(min=1)
     applied, gnorm = ctx.student.step(loss)
@@ -203,7 +220,7 @@ def _sft_update(ctx: StepContext, batch: Batch) -> dict[str, Any]:
 def _grpo_update(ctx: StepContext, prompts, responses, adv_S: torch.Tensor, old, ref) -> dict[str, Any]:
     mbs = ctx.pack(prompts, responses, per_token={
         "adv": [adv_S[i].expand(len(r)) for i, r in enumerate(responses)], "old": old, "ref": ref})
-    norm = global_token_count(mbs, ctx.dims.dp_group).clamp(min=1)
+    norm = global_token_count(mbs, ctx.dims.dp_group, ctx.dims.device).clamp(min=1)
     outs = ctx.student.run(mbs, _grpo_step(ctx.student.model, scaled_normalizer(norm, ctx.dims.dp, len(mbs)), ctx.stages))
     s = stage_sums(ctx.dims, outs, ("pg_sum", "kl", "clip_frac", "entropy", "ratio"))
     loss = s["pg_sum"] / norm
@@ -211,6 +228,21 @@ def _grpo_update(ctx: StepContext, prompts, responses, adv_S: torch.Tensor, old,
     ctx.note("g_update")
     return {"loss/g_pg": loss, "grad_norm/g": gnorm, "skipped/g": not applied,
             **{k: s[k] / norm for k in ("kl", "clip_frac", "entropy", "ratio")}}
+
+
+def _diagnostics(ctx: StepContext, batch: Batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN):
+    """Oracle diagnostics of a GAD step (oracle.gad_diagnostics); the student's log-probs of the
+    teacher replies at the sampling temperature cost one extra forward of P sequences."""
+    from .oracle import gad_diagnostics
+
+    with ctx.timed("diagnostics"):
+        G, temp = ctx.student, ctx.stages.temperature
+        mbs = ctx.pack(batch.prompts, batch.teacher)
+        lt = token_values(ctx.dims, mbs, G.run(mbs, _logprob_step(G.model, temp), forward_only=True), "logp", len(batch.prompts))
+        logS_t = torch.stack([x.sum() for x in lt])
+        logS_s = torch.stack([x.sum() for x in old])
+        return gad_diagnostics(ctx.oracle, batch.prompts, batch.teacher, prompts, responses, logS_s, logS_t,
+                               d_teacher_P, d_student_PN, reward_PN)
 
 
 def _tokens(prompts, responses) -> int:
@@ -265,11 +297,15 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
         # 4. D scores the samples (and the teacher replies) before its update
         dmbs = _d_pack(ctx, batch, responses, n)
         scores_P1 = seq_values(dims, dmbs, D.run(dmbs, _score_step(D.model), forward_only=True), "scores", P * (n + 1))
-        d_teacher_P, reward_PN = scores_P1.view(P, n + 1)[:, 0], scores_P1.view(P, n + 1)[:, 1:]
+        d_teacher_P, d_student_PN = scores_P1.view(P, n + 1)[:, 0], scores_P1.view(P, n + 1)[:, 1:]
         ctx.note("d_score")
+        reward_PN = d_student_PN
+        if ctx.stages.gad.reward == "oracle":  # the exact teacher log-likelihood per token: the ceiling arm
+            reward_PN = ctx.oracle.reward(prompts, responses).to(d_student_PN.device).view(P, n)
         # 5. group-normalised advantages, the same on every token of a response
-        adv_PN = group_advantages(reward_PN)
+        adv_PN = group_advantages(reward_PN, norm=ctx.stages.gad.adv_norm)
         ctx.note("advantages")
+    diag = _diagnostics(ctx, batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN) if ctx.oracle else {}
     with ctx.timed("update"):
         # 6. D update: Bradley-Terry on (teacher reply, each sample); skipped for the frozen-D ablation
         m = _d_update(ctx, batch, responses) if update_d else {}
@@ -282,8 +318,8 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
             skipped = skipped or m["skipped/g"]
         m["skipped/g"] = skipped
     return {**m, **dp_mean(dims, {
-        "reward/mean": reward_PN.mean(), "reward/std": reward_PN.std(dim=1).mean(),
-        "d_acc/train": pairwise_acc(d_teacher_P, reward_PN), "loss/d_pre": bt_loss(d_teacher_P, reward_PN),
+        **diag, "reward/mean": reward_PN.mean(), "reward/std": reward_PN.std(dim=1).mean(),
+        "d_acc/train": pairwise_acc(d_teacher_P, d_student_PN), "loss/d_pre": bt_loss(d_teacher_P, d_student_PN),
         "truncated_frac": 1.0 - sum(finished) / len(finished),
         "len/student": sum(map(len, responses)) / len(responses),
         "len/teacher": sum(map(len, batch.teacher)) / len(batch.teacher),

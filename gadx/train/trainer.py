@@ -34,6 +34,8 @@ from .data import Cursor
 from .engine import Player
 from .losses import pairwise_acc
 from .metrics import MetricsLogger, Progress
+from .gate import chance_warning, gate_decision
+from .oracle import Oracle, heldout_ceiling
 from .reduce import seq_values
 from .step import Batch, StepContext, _score_step, gad_step, seqkd_step, warmup_step
 from .stop import STOP, Boundary, Interrupted
@@ -70,6 +72,7 @@ class Run:
         self.nonfinite_total = 0
         self.gad_skipped = False
         self.last_heldout_acc: float | None = None
+        self.last_check: dict[str, Any] = {}  # gate="ceiling": acc, se, n_pairs, acc_star of the last held-out check
         self.d_acc_gad_start: float | None = None  # D's held-out accuracy when the policy updates began
 
     # ---- building -------------------------------------------------------------------------
@@ -82,6 +85,9 @@ class Run:
         student.load_state_dict(env.initial_student_state())
         lr = s.seqkd.lr if self.name == "seqkd" else s.warmup.lr
         self.G = Player(student, lr=lr, weight_decay=s.weight_decay, clip_grad=s.grad_clip)
+        # the embedded world's exact teacher: the oracle reward and the GAD step's diagnostics
+        self.oracle = Oracle.from_env(env, floor=s.gad.oracle_floor, required=s.gad.reward == "oracle") \
+            if self.name == "gad" else None
         self.D = self.ref = None
         if self.name == "gad":
             if self.disc_path is not None:
@@ -99,6 +105,7 @@ class Run:
             sync_weights=lambda: env.engine.load_weights(env.engine_weights(self.G.model)),
             eos_ids=env.eos_ids, stages=self.cfg.stages, budget=self.cfg.parallel.micro_batch_tokens,
             dims=self.dims, sample_seed=(self.cfg.run.seed * 1_000_003) % (2**31), recorder=self.recorder,
+            oracle=self.oracle,
         )
 
     def _start_gad(self) -> None:
@@ -189,18 +196,42 @@ class Run:
 
     @torch.no_grad()
     def heldout_acc(self, ctx: StepContext, step: int) -> float:
-        """D's pairwise accuracy on held-out prompts: teacher reply vs one fresh student sample each."""
+        """D's pairwise accuracy on held-out prompts: teacher reply vs one fresh student sample each
+        (gate="ceiling": gad.gate_samples each, ties 1/2, with its error and acc*: self.last_check)."""
         env = self.env
         prompts, teacher = env.heldout()
+        ceiling = self.cfg.stages.gad.gate == "ceiling"
+        k = self.cfg.stages.gad.gate_samples if ceiling else 1
         ctx.sync_weights()
-        roll = env.engine.generate(prompts, max_new_tokens=self.cfg.stages.max_response_len,
+        roll = env.engine.generate([p for p in prompts for _ in range(k)], max_new_tokens=self.cfg.stages.max_response_len,
                                    temperature=self.cfg.stages.temperature, eos_ids=env.eos_ids, seed=10_000_019 + step)
-        seqs_p = [q for p in prompts for q in (p, p)]
-        seqs_r = [x for t, s in zip(teacher, roll.responses) for x in (t, s)]
+        seqs_p = [p for p in prompts for _ in range(k + 1)]
+        seqs_r = [x for i, t in enumerate(teacher) for x in (t, *roll.responses[i * k : (i + 1) * k])]
         mbs = ctx.pack(seqs_p, seqs_r)
         sc = seq_values(self.dims, mbs, self.D.run(mbs, _score_step(self.D.model), forward_only=True), "scores", len(seqs_r))
-        sc = sc.view(-1, 2)
-        return float(pairwise_acc(sc[:, 0], sc[:, 1:]))
+        sc = sc.view(-1, k + 1)
+        if not ceiling:
+            return float(pairwise_acc(sc[:, 0], sc[:, 1:]))
+        self.last_check = heldout_ceiling(ctx, self.oracle, prompts, teacher, roll, sc[:, 0], sc[:, 1:])
+        return self.last_check["acc"]
+
+    def _gate_open(self, acc: float) -> bool:
+        g = self.cfg.stages.gad
+        if g.gate == "fixed":
+            return acc >= g.d_acc_gate
+        c = self.last_check
+        d = gate_decision(acc=c["acc"], se=c["se"], n_pairs=c["n_pairs"], acc_star=c["acc_star"], frac=g.gate_frac,
+                          z=g.gate_z, min_pairs=g.gate_min_pairs, fixed=g.d_acc_gate)
+        if self.rank0:
+            print(f"gadx.train: gate: {d.reason}", file=sys.stderr, flush=True)
+        return d.open
+
+    def _chance(self, acc: float) -> str | None:
+        g = self.cfg.stages.gad
+        if g.gate == "fixed":
+            return f"D's held-out pairwise accuracy fell to {acc:.3f} (chance is 0.5); GAD updates now add noise" if acc < 0.55 else None
+        c = self.last_check
+        return chance_warning(acc=c["acc"], se=c["se"], n_pairs=c["n_pairs"], acc_star=c["acc_star"], z=g.gate_z)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -236,7 +267,7 @@ class Run:
                         ctx = self._ctx()
                     acc = self.heldout_acc(ctx, step)
                     self.last_heldout_acc = acc
-                    if acc >= cfg.stages.gad.d_acc_gate:
+                    if self._gate_open(acc):
                         bar.total -= plan.steps
                         stage_i, stage_step = stage_i + 1, 0
                         continue
@@ -246,8 +277,8 @@ class Run:
                 if stage_step >= plan.steps:
                     if plan.stage == "gate":
                         self.gad_skipped = True
-                        self._warn(f"D's held-out pairwise accuracy {self.last_heldout_acc:.3f} stayed below "
-                             f"stages.gad.d_acc_gate={cfg.stages.gad.d_acc_gate} after {plan.steps} D-only steps: "
+                        self._warn(f"D's held-out pairwise accuracy {self.last_heldout_acc:.3f} did not pass the gate "
+                             f"(stages.gad.gate={cfg.stages.gad.gate}, d_acc_gate={cfg.stages.gad.d_acc_gate}) after {plan.steps} D-only steps: "
                              "skipping the GAD stage (a chance-level discriminator turns it into a random walk)")
                     stage_i, stage_step = stage_i + 1, 0
                     self._save(stage_i, 0, step)
@@ -257,7 +288,7 @@ class Run:
                 m = self._one_step(ctx, plan.stage, stage_step, step)
                 step, stage_step = step + 1, stage_step + 1
                 bar.update(1, **{k: m[k] for k in ("loss/g_ce", "loss/d", "d_acc/heldout") if isinstance(m.get(k), float)})
-                if plan.stage == "gate" and m.get("d_acc/heldout", 0.0) >= cfg.stages.gad.d_acc_gate:
+                if plan.stage == "gate" and "d_acc/heldout" in m and self._gate_open(m["d_acc/heldout"]):
                     bar.total -= plan.steps - stage_step
                     stage_i, stage_step = stage_i + 1, 0
                 save, stop = boundary.check(step)
@@ -300,6 +331,10 @@ class Run:
         if stage in ("seqkd", "warmup"):
             base = cfg.stages.seqkd.lr if stage == "seqkd" else cfg.stages.warmup.lr
             self.G.set_lr(sft_lr(cfg.stages, base, stage_step, self.plan[0].steps))
+        elif stage == "gad" and cfg.stages.gad.lr_warmup:
+            # a linear ramp: Adam's first steps after a stage change are sign-like (fresh moments) or
+            # scaled by the SFT stage's moments, either way unlike the steady state (RESULTS_embedded.md)
+            self.G.set_lr(cfg.stages.gad.lr * min(1.0, (stage_step + 1) / cfg.stages.gad.lr_warmup))
         if stage == "seqkd":
             m = seqkd_step(ctx, batch, step)
         elif stage == "warmup":
@@ -317,8 +352,11 @@ class Run:
             acc = self.heldout_acc(ctx, step)
             self.last_heldout_acc = acc
             m["d_acc/heldout"] = acc
-            if stage == "gad" and acc < 0.55:
-                self._warn(f"step {step}: D's held-out pairwise accuracy fell to {acc:.3f} (chance is 0.5); GAD updates now add noise")
+            if self.cfg.stages.gad.gate == "ceiling":
+                m.update({f"d_acc/heldout_{k}": v for k, v in self.last_check.items() if k != "acc" and v is not None})
+            msg = self._chance(acc) if stage == "gad" else None
+            if msg:
+                self._warn(f"step {step}: {msg}")
         if cfg.run.eval_every and step % cfg.run.eval_every == 0 and stage != "gate":
             m.update(self.small_eval(ctx))
         skipped = bool(m.get("skipped/g")) or bool(m.get("skipped/d"))
