@@ -51,11 +51,12 @@ def parse_args(argv=None):
 
 
 def grpo_eager(h, w, t, adv, old, ref, mask):
+    # the log-ratios are clamped to +-20 before exp, as in kernels/loss_math.py (LOG_RATIO_CLAMP)
     logp = torch.log_softmax((h @ w.T).float(), -1).gather(1, t[:, None])[:, 0]
-    ratio = torch.exp(logp - old)
+    ratio = torch.exp((logp - old).clamp(-20, 20))
     pg = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.2))
     pg = torch.where(adv < 0, torch.minimum(pg, -adv * 3.0), pg)
-    d = ref - logp
+    d = (ref - logp).clamp(-20, 20)
     kl = (torch.exp(d) - d - 1).clamp(-10, 10)
     return ((pg + 0.001 * kl) * mask).sum() / mask.sum()
 
