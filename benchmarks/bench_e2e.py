@@ -13,7 +13,7 @@ update) and tokens/s; the first GAD step is a warm-up and the rest are medianed.
 Peer: the same run with the teacher called synchronously at the start of each
 step (submit the step's requests, wait for all), the baseline a trainer without
 a prefetcher has. ``teacher.prefetch_depth`` must be >= 1, so the synchronous
-variant swaps ``Env.prefetcher`` for ``SyncTeacher`` below. Each variant runs
+variant gives the trainer's TeacherFeed the ``SyncFetch`` below instead of its Prefetcher. Each variant runs
 in its own process with its own teacher cache, so both pay for every reply; the two
 run at the same time so they see the same machine load (GADX_BENCH_SERIAL=1: one
 after the other).
@@ -55,26 +55,24 @@ def overrides(out_dir: Path) -> list[str]:
     return [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
 
 
-class SyncTeacher:
-    """The Prefetcher interface with nothing in flight between steps: ``get`` submits the step's requests and waits."""
+class SyncFetch:
+    """Rank 0's answer source with nothing in flight between steps: ``get`` submits the step's
+    requests and waits (plugged into the trainer's TeacherFeed in place of its Prefetcher)."""
 
-    def __init__(self, client, batches):
-        self.client, self._batches = client, iter(batches)
-        self.last_wait_s = 0.0
+    def __init__(self, client, asked):
+        self.client, self._asked = client, iter(asked)
 
     def get(self) -> list:
         futures = []
-        for req in next(self._batches):
+        for req in next(self._asked):
             req = dict(req)
             futures.append(self.client.submit(req.pop("messages"), **req))
-        t0 = time.perf_counter()
         out = []
         for f in futures:
             try:
                 out.append(f.result())
-            except Exception as e:  # the trainer reports a failed request itself
+            except Exception as e:  # the feed reports a failed request itself
                 out.append(e)
-        self.last_wait_s = time.perf_counter() - t0
         return out
 
     def close(self) -> None:
@@ -93,7 +91,10 @@ def run_variant(teacher: str, out_dir: Path) -> dict:
     assert not rest, rest
     env = Env(cfg)
     if teacher == "sync":
-        env.prefetcher = lambda batches: SyncTeacher(env.client, batches)
+        from gadx.train.teacher_feed import TeacherFeed
+
+        env.prefetcher = lambda batches: TeacherFeed(batches, remote=env.remote_teacher, client=env.client,
+                                                     encode=env.reply_ids, prefetcher=SyncFetch)
     try:
         summary = Run(cfg, env, name="gad", out_dir=out_dir / "gad").train()
     finally:

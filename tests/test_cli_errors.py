@@ -20,7 +20,9 @@ def run_cli(capsys, *argv):
 
 @pytest.fixture(autouse=True)
 def _no_debug_env(monkeypatch):
-    monkeypatch.delenv("GADX_DEBUG", raising=False)
+    # setenv, not delenv: delenv of an absent variable records nothing to undo, so a GADX_DEBUG=1 that
+    # run_main exports for child processes would leak into every later test of the session
+    monkeypatch.setenv("GADX_DEBUG", "0")
 
 
 def one_error_line(err: str, prog: str) -> str:

@@ -115,7 +115,10 @@ class TeacherFeed:
     on every rank)."""
 
     def __init__(self, batches: Iterable[list[dict[str, Any]]], *, remote: bool, client=None,
-                 encode: Callable[[str], list[int]], depth: int = 2):
+                 encode: Callable[[str], list[int]], depth: int = 2, prefetcher: Callable | None = None):
+        """``prefetcher(client, requests_per_step)``: rank 0's source of each step's answers (an
+        object whose ``get()`` returns the next step's replies or exceptions, in order); default
+        ``gadx.teacher.Prefetcher`` running ``depth`` steps ahead (a benchmark passes a synchronous one)."""
         self.remote, self.encode = remote, encode
         self.last_wait_s = 0.0
         self._batches: Iterator[list[dict[str, Any]]] = iter(batches)
@@ -123,10 +126,12 @@ class TeacherFeed:
         if remote and _rank() == 0:
             if client is None:
                 raise ValueError("rank 0 needs a TeacherClient to fetch teacher replies")
-            from gadx.teacher import Prefetcher
+            if prefetcher is None:
+                from gadx.teacher import Prefetcher
 
+                prefetcher = lambda c, asked: Prefetcher(c, asked, depth=depth)  # noqa: E731
             self._full: collections.deque[list[dict[str, Any]]] = collections.deque()
-            self._pre = Prefetcher(client, self._asked(), depth=depth)
+            self._pre = prefetcher(client, self._asked())
 
     def _asked(self) -> Iterator[list[dict[str, Any]]]:
         """The requests the teacher must answer (not the replies the data already has); the

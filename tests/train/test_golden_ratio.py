@@ -68,7 +68,7 @@ def test_flipped_advantage_sign_fails(tmp_path, tiny_args, monkeypatch):
     from gadx.train import step
 
     flip = step.group_advantages
-    monkeypatch.setattr(step, "group_advantages", lambda r: -flip(r))
+    monkeypatch.setattr(step, "group_advantages", lambda r, **kw: -flip(r, **kw))
     bad = mismatches(gad_rows(tmp_path, tiny_args), json.loads(GOLDEN.read_text()))
     assert any("loss/g_pg" in b for b in bad) and any("grad_norm/g" in b for b in bad), bad
 
