@@ -10,6 +10,7 @@ import pytest
 
 import steps_worker
 from launch import launch
+from tiny_folders import make_folders
 
 WORKER = Path(steps_worker.__file__)
 # the metrics that must not depend on the layout
@@ -23,22 +24,8 @@ ATOL_BY_KEY = {"loss/g_pg": 1e-5}
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    from gadx.models import ModelConfig, build_model, save_pretrained
-    from gadx.parallel import init_parallel
-    from gadx.tokenizer import train_sentencepiece
-    from gadx.world import World
-
-    root = tmp_path_factory.mktemp("layout_steps")
-    tok = train_sentencepiece(World(seed=0).corpus(), root / "tok", 400, chat_template="llama3")
     # 2 layers (PP=2), 4 heads / 2 KV heads (TP=2), tied embeddings shared across stages
-    mc = ModelConfig(family="qwen2", vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_layers=2,
-                     num_heads=4, num_kv_heads=2, head_dim=8, rope_theta=10000.0, tie_embeddings=True, qkv_bias=True,
-                     max_position_embeddings=64, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
-                     pad_token_id=tok.pad_id)
-    init_parallel(1, 1)
-    save_pretrained(build_model(mc, seed=1), root / "student")
-    tok.save(root / "student")
-    save_pretrained(build_model(mc, head="score", seed=2), root / "disc")
+    root = make_folders(tmp_path_factory.mktemp("layout_steps"))
     launch(WORKER, [root / "student", root / "disc", root, "1x1", "1x1c"], 1)
     return root
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from launch import wait_all
 
 pytestmark = pytest.mark.slow
 
@@ -69,14 +70,7 @@ def _agents(cwd: Path, argvs: list[list[str]], timeout: float = 600) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
     procs = [subprocess.Popen(_torchrun() + a, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for a in argvs]
-    try:
-        logs = [p.communicate(timeout=timeout)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for i, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"agent {i} exited with {p.returncode}:\n{log[-4000:]}"
+    wait_all(procs, timeout, "agent")
 
 
 def _train(out: str, *extra: str) -> list[str]:
