@@ -32,7 +32,6 @@ def _bcast(obj: Any) -> Any:
     return box[0]
 
 
-
 def rollout_batch(stages, dp: int) -> int:
     """Sequences per sampler call of a GAD / SFT step's rollout: the rows of the sampler's KV cache.
 
@@ -41,6 +40,7 @@ def rollout_batch(stages, dp: int) -> int:
     s = stages
     per_call = s.rollout_prompts_per_call or max(s.sft_prompts_per_step, s.prompts_per_step) // dp
     return per_call * s.n_samples
+
 
 class Env:
     def __init__(self, cfg: TrainConfig):
