@@ -60,6 +60,7 @@ class RankPlan:
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     cuda_max_allocated: int = 0  # a real run on CUDA: torch.cuda.max_memory_allocated over the same span
+    rollout_only: list[str] = field(default_factory=list)  # components freed after the rollout phase
 
     @property
     def peak_phase(self) -> str:
@@ -126,9 +127,14 @@ class _PlanRollout:
         self.decode_steps = decode_steps
         self.max_calls = max_calls  # >0: calls after the first max_calls skip the decoder (same memory)
         self.calls = 0
+        self.released = False  # the step freed the KV cache and weight copy after its rollout
 
     def load_weights(self, hf_state_dict) -> None:
         self.engine.load_weights(hf_state_dict)
+
+    def release(self) -> None:
+        self.engine.release()
+        self.released = True
 
     @torch.no_grad()
     def generate(self, prompts, *, max_new_tokens, temperature=1.0, top_p=1.0, top_k=0, eos_ids=(), seed=None) -> Rollout:
@@ -309,11 +315,10 @@ def _gpu_init(fake: bool):
 def _engine(cfg, mcfg: ModelConfig, dims, dtype):
     """The rollout engine gadx.train.setup.Env builds, with its max_batch."""
     from gadx.sampler import KVCacheSampler, TPKVCacheSampler
+    from gadx.train.setup import rollout_batch
 
-    s, r = cfg.stages, cfg.run
-    per_call = s.rollout_prompts_per_call or max(s.sft_prompts_per_step, s.prompts_per_step) // dims.dp
-    # Env uses len(held-out prompts): held_out_size of them unless the data is small
-    max_batch = max(per_call * s.n_samples, cfg.data.held_out_size, r.eval_size, r.eval_limit)
+    s = cfg.stages
+    max_batch = rollout_batch(s, dims.dp)
     kw = dict(device=dims.device, dtype=dtype, max_batch=max_batch, max_seq_len=s.max_prompt_len + s.max_response_len)
     if cfg.parallel.rollout == "sharded" and dims.tp > 1:
         return TPKVCacheSampler(mcfg, tp_group=dims.tp_group, **kw), True
@@ -436,7 +441,8 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
             cuda_peak = torch.cuda.max_memory_allocated(dims.device) - base if on_cuda else 0
     return RankPlan(rank=rank, tp_rank=dims.tp_rank, pp_rank=dims.pp_rank, dp_rank=dims.dp_rank, device=str(dims.device),
                     peak=mem.peak, components=comps, phases=mem.phases, host_reads=_uniq(reads.reads),
-                    seconds=time.perf_counter() - t0, metrics=metrics, cuda_max_allocated=cuda_peak)
+                    seconds=time.perf_counter() - t0, metrics=metrics, cuda_max_allocated=cuda_peak,
+                    rollout_only=["KV cache", "gathered sampler copy"] if roll.released else [])
 
 
 def _filler_outs(outs: list[dict], ran: list, rest: list) -> list[dict]:

@@ -32,8 +32,12 @@ def parse_bytes(text: str) -> int:
 
 def rows(r: RankPlan) -> list[tuple[str, int]]:
     c = r.components
-    out = [(label, sum(c.get(k, 0) for k in keys)) for label, keys in ROWS]
+    freed = set(r.rollout_only)  # held in the rollout phase only: not part of a later phase's peak
+    out = [(label + (" (rollout only)" if freed & set(keys) else ""), sum(c.get(k, 0) for k in keys))
+           for label, keys in ROWS]
     persistent = sum(v for _, v in out)
+    if r.peak_phase != "rollout":
+        persistent -= sum(c.get(k, 0) for k in freed)
     ph = r.phases.get(r.peak_phase, {"start": 0, "activations": 0, "loss_buffers": 0})
     step_bufs = max(ph["start"] - persistent, 0)
     act, loss = ph["activations"], ph["loss_buffers"]

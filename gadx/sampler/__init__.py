@@ -6,10 +6,11 @@
 
 Under tensor parallelism, ``TPKVCacheSampler`` decodes on each rank's shard (tp_sampler.py).
 """
+from gadx.sampler.chunked import generate_in_chunks, release
 from gadx.sampler.engine import Rollout, RolloutEngine
 from gadx.sampler.kv_sampler import KVCacheSampler
 from gadx.sampler.loading import from_pretrained, load_safetensors
 from gadx.sampler.tp_sampler import TPKVCacheSampler, local_hf_state_dict, shard_hf_state
 
 __all__ = ["KVCacheSampler", "Rollout", "RolloutEngine", "TPKVCacheSampler", "from_pretrained", "load_safetensors",
-           "local_hf_state_dict", "shard_hf_state"]
+           "generate_in_chunks", "local_hf_state_dict", "release", "shard_hf_state"]

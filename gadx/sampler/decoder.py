@@ -127,11 +127,27 @@ class Decoder:
         self.cfg = cfg
         self.max_batch, self.max_seq_len = max_batch, max_seq_len
         self.weights: DecoderWeights | None = None
-        # torch.empty: pages are only touched where generate writes, so a generous max_seq_len is cheap.
-        self.cache = torch.empty(cfg.num_layers, 2, max_batch, cfg.num_kv_heads, max_seq_len, cfg.head_dim,
-                                 device=device, dtype=dtype)
+        self.device, self.dtype = device, dtype
+        self.cache: torch.Tensor | None = None
+        self.ensure_cache()
         self.cos, self.sin = rope_tables(cfg, max_seq_len, device=device, dtype=dtype)
         self.scale = cfg.head_dim ** -0.5
+
+    def ensure_cache(self) -> torch.Tensor:
+        """The KV cache ``[L, 2, max_batch, Hkv, max_seq_len, D]``, allocated again after a ``release``.
+
+        torch.empty: pages are only touched where generate writes, so a generous max_seq_len is cheap
+        on the host; on a GPU it is one block from the caching allocator, which ``release`` hands back."""
+        if self.cache is None:
+            cfg = self.cfg
+            self.cache = torch.empty(cfg.num_layers, 2, self.max_batch, cfg.num_kv_heads, self.max_seq_len,
+                                     cfg.head_dim, device=self.device, dtype=self.dtype)
+        return self.cache
+
+    def release(self) -> None:
+        """Drop the KV cache and the weight references (the gathered copy, when the sampler holds one)."""
+        self.cache = None
+        self.weights = None
 
     # Hooks a tensor-parallel decoder overrides (tp_sampler.py): the embedding lookup and the sum of
     # partial outputs of o_proj / down_proj over the TP group.
@@ -150,6 +166,7 @@ class Decoder:
         Returns the logits of the last prompt token, ``[B, V]``.
         """
         cfg, W = self.cfg, self.weights
+        self.ensure_cache()  # again after a release
         B, P = ids_BP.shape
         Hq, Hkv, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         ar = torch.arange(P, device=ids_BP.device)

@@ -5,6 +5,11 @@ methods (a vLLM or SGLang wrapper, say) can replace it::
 
     engine.load_weights(gadx.models.hf_state_dict(model))   # every step
     rollout = engine.generate(prompt_ids, max_new_tokens=128, temperature=0.8, eos_ids=[2])
+
+Optional, used when present (gadx.sampler.chunked): ``max_batch`` (calls larger than it are split,
+each chunk passing ``rows=(first, total)`` to ``generate``) and ``release()`` (free the KV cache and
+weights between generations; the trainer calls it after each rollout phase and reloads weights
+before the next).
 """
 from __future__ import annotations
 

@@ -10,6 +10,11 @@ Prompts are left-padded into one prefill, then every row decodes one token per
 step at the same cache slot. Rows that hit EOS keep decoding (masked out of the
 results) so the loop never waits on the host; it checks "all finished" only
 every ``check_every`` steps.
+
+Between phases of a training step the sampler holds nothing: ``release()`` drops the KV cache and
+the weights (the trainer's gathered copy), as verl's sleep/wake does for its engine; the next
+``load_weights`` + ``generate`` bring them back (the cache is one ``torch.empty``).
+``generate_in_chunks`` (chunked.py) runs calls larger than ``max_batch`` chunk by chunk.
 """
 from __future__ import annotations
 
@@ -52,6 +57,13 @@ class KVCacheSampler:
         """Point the decoder at ``hf_state_dict`` (HF names; tensors kept by reference when dtype/device fit)."""
         self.decoder.weights = bind_weights(self.cfg, hf_state_dict, device=self.device, dtype=self.dtype)
 
+    def release(self) -> None:
+        """Free the KV cache and drop the weights until the next ``load_weights`` / ``generate``.
+
+        On a GPU the memory goes back to torch's caching allocator (no ``empty_cache``): the training
+        phases reuse it, and the next ``generate`` takes it back at the cost of one ``torch.empty``."""
+        self.decoder.release()
+
     def _check(self, prompts, max_new_tokens, temperature, top_p, top_k, eos_ids) -> None:
         if self.decoder.weights is None:
             raise ValueError("no weights loaded: call load_weights(hf_state_dict) first")
@@ -81,17 +93,24 @@ class KVCacheSampler:
         if bad:
             raise ValueError(f"eos_ids {bad} outside [0, {V})")
 
-    def _select(self, logits_BV, temperature, top_k, top_p, gen):
+    def _select(self, logits_BV, temperature, top_k, top_p, gen, rows=None):
         """The next token of every row and its log-prob (a TP sampler picks across vocab shards)."""
-        return sample(logits_BV, temperature=temperature, top_k=top_k, top_p=top_p, generator=gen)
+        return sample(logits_BV, temperature=temperature, top_k=top_k, top_p=top_p, generator=gen, rows=rows)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 1.0,
-                 top_p: float = 1.0, top_k: int = 0, eos_ids: Sequence[int] = (), seed: int | None = None) -> Rollout:
-        """Sample up to ``max_new_tokens`` per prompt; ``temperature=0`` is greedy. See :class:`Rollout`."""
+                 top_p: float = 1.0, top_k: int = 0, eos_ids: Sequence[int] = (), seed: int | None = None,
+                 rows: tuple[int, int] | None = None) -> Rollout:
+        """Sample up to ``max_new_tokens`` per prompt; ``temperature=0`` is greedy. See :class:`Rollout`.
+
+        ``rows=(first, total)``: these prompts are rows ``[first, first + len(prompts))`` of a call of
+        ``total`` prompts split into chunks (``generate_in_chunks``); each row then samples what it
+        would in the unsplit call with the same ``seed``."""
         prompts = [list(p) for p in prompts]
         eos_ids = list(eos_ids)
         self._check(prompts, max_new_tokens, temperature, top_p, top_k, eos_ids)
+        if rows is not None and not (0 <= rows[0] and rows[0] + len(prompts) <= rows[1]):
+            raise ValueError(f"rows={rows} does not hold {len(prompts)} prompts")
         dev, B, N = self.device, len(prompts), max_new_tokens
         plen_B = torch.tensor([len(p) for p in prompts], device=dev)
         P = max(len(p) for p in prompts)
@@ -115,7 +134,7 @@ class KVCacheSampler:
         logits_BV = self.decoder.prefill(ids_BP, pad_B)
         steps = N
         for t in range(N):
-            tok_B, lp_B = self._select(logits_BV, temperature, top_k, top_p, gen)
+            tok_B, lp_B = self._select(logits_BV, temperature, top_k, top_p, gen, rows)
             tokens_BN[:, t] = tok_B
             logp_BN[:, t] = lp_B
             done_B |= torch.isin(tok_B, eos_E)

@@ -26,9 +26,25 @@ def filter_top_k_top_p(logp_BV: torch.Tensor, top_k: int, top_p: float) -> torch
     return logp_BV
 
 
+def row_uniforms(B: int, k: int, *, generator: torch.Generator | None, device: torch.device,
+                 rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """``[B, k]`` uniforms for rows ``[first, first + B)`` of a call of ``total`` rows (``rows=(first, total)``).
+
+    Draws the whole call's ``[total, k]`` and keeps this chunk's rows, so a call split into chunks
+    (each with a fresh generator of the same seed) gives every row the numbers the unsplit call
+    gives it: per-row randomness depends on the seed, the row's index in the call and the step,
+    not on the chunking. ``rows=None`` is one unsplit call (exactly ``torch.rand(B, k)``)."""
+    first, total = rows if rows is not None else (0, B)
+    assert 0 <= first and first + B <= total, (rows, B)
+    u = torch.rand(total, k, generator=generator, device=device)
+    return u if total == B else u[first : first + B]
+
+
 def sample(logits_BV: torch.Tensor, *, temperature: float, top_k: int, top_p: float,
-           generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+           generator: torch.Generator | None, rows: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row; return ``(tokens_B, logp_B)``.
+
+    ``rows=(first, total)``: these rows are ``[first, first + B)`` of a larger call (see ``row_uniforms``).
 
     ``logp_B`` is ``log_softmax(logits / temperature)`` at the chosen token (float32), the
     policy's log-prob without top-k/top-p truncation. ``temperature == 0`` means greedy,
@@ -43,7 +59,7 @@ def sample(logits_BV: torch.Tensor, *, temperature: float, top_k: int, top_p: fl
         keep_BV = filter_top_k_top_p(logp_BV, top_k, top_p)
         cdf_BV = keep_BV.exp().cumsum(-1)
         total_B1 = cdf_BV[:, -1:]
-        u_B1 = torch.rand(total_B1.shape, generator=generator, device=cdf_BV.device) * total_B1
+        u_B1 = row_uniforms(total_B1.shape[0], 1, generator=generator, device=cdf_BV.device, rows=rows) * total_B1
         # Keep u strictly below the total: then the first cdf entry above u is a token with p > 0
         # (cdf is flat across removed tokens), so filtered tokens are never drawn.
         u_B1 = torch.minimum(u_B1, torch.nextafter(total_B1, torch.zeros_like(total_B1)))

@@ -37,7 +37,7 @@ from gadx.models.config import ModelConfig
 from gadx.sampler.decoder import Decoder, bind_weights, expected_shapes
 from gadx.sampler.engine import Rollout
 from gadx.sampler.kv_sampler import KVCacheSampler
-from gadx.sampler.sampling import sample
+from gadx.sampler.sampling import row_uniforms, sample
 
 _COLUMN_PARALLEL = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
                     "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias",
@@ -156,7 +156,8 @@ class _TPDecoder(Decoder):
 
 
 def vocab_parallel_sample(logits_BV: torch.Tensor, *, temperature: float, vocab_start: int, vocab_end: int,
-                          group, tp_size: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                          group, tp_size: int, generator: torch.Generator | None,
+                          rows: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row from vocab-sharded logits: ``(tokens_B, logp_B)``, the same on every rank.
 
     ``logits_BV`` is this rank's shard (ids ``vocab_start + column``; columns from
@@ -178,7 +179,7 @@ def vocab_parallel_sample(logits_BV: torch.Tensor, *, temperature: float, vocab_
     else:
         cdf_BV = e_BV.cumsum_(-1)
         sumexp_B1 = cdf_BV[:, -1:]
-        u_B2 = torch.rand(B, 2, generator=generator, device=z_BV.device)
+        u_B2 = row_uniforms(B, 2, generator=generator, device=z_BV.device, rows=rows)
         # below the total, so the first cdf entry above it is a real id (cdf is flat over pads)
         target_B1 = torch.minimum(u_B2[:, :1] * sumexp_B1, torch.nextafter(sumexp_B1, torch.zeros_like(sumexp_B1)))
         idx_B = torch.searchsorted(cdf_BV, target_B1, right=True)[:, 0].clamp_max_(V_local - 1)
@@ -231,23 +232,24 @@ class TPKVCacheSampler(KVCacheSampler):
         if W is not None:
             tensors = [W.embed, W.norm, W.lm_head] + [t for w in W.layers for t in vars(w).values() if t is not None]
             seen = {t.data_ptr(): t.numel() * t.element_size() for t in tensors}
-        cache = self.decoder.cache
-        return {"weights": sum(seen.values()), "kv_cache": cache.numel() * cache.element_size()}
+        cache = self.decoder.cache  # None after release()
+        return {"weights": sum(seen.values()), "kv_cache": 0 if cache is None else cache.numel() * cache.element_size()}
 
-    def _select(self, logits_BV, temperature, top_k, top_p, gen):
+    def _select(self, logits_BV, temperature, top_k, top_p, gen, rows=None):
         if self.tp_size == 1:
             return sample(logits_BV[:, : self.cfg.vocab_size], temperature=temperature, top_k=top_k, top_p=top_p,
-                          generator=gen)
+                          generator=gen, rows=rows)
         return vocab_parallel_sample(logits_BV, temperature=temperature, vocab_start=self.decoder.vocab_start,
                                      vocab_end=self.decoder.vocab_end, group=self.tp_group, tp_size=self.tp_size,
-                                     generator=gen)
+                                     generator=gen, rows=rows)
 
     def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 1.0,
-                 top_p: float = 1.0, top_k: int = 0, eos_ids: Sequence[int] = (), seed: int | None = None) -> Rollout:
+                 top_p: float = 1.0, top_k: int = 0, eos_ids: Sequence[int] = (), seed: int | None = None,
+                 rows: tuple[int, int] | None = None) -> Rollout:
         """As ``KVCacheSampler.generate``; collective over ``tp_group`` (same arguments on every rank).
         Tokens come from one all-gather, so every rank stops at the same step."""
         if self.tp_size > 1 and (top_k > 0 or top_p < 1.0):
             raise ValueError(f"top_k={top_k} / top_p={top_p} need the full vocabulary distribution; "
                              f"TPKVCacheSampler at TP={self.tp_size} supports only top_k=0 and top_p=1.0")
         return super().generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                top_k=top_k, eos_ids=eos_ids, seed=seed)
+                                top_k=top_k, eos_ids=eos_ids, seed=seed, rows=rows)

@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 from gadx.eval.diagnostics import world_metrics
+from gadx.sampler.chunked import generate_in_chunks, release
 
 from .sequences import encode_prompt
 
@@ -36,9 +37,11 @@ def evaluate_student(env, model, n: int) -> dict[str, dict[str, float]]:
     for split in ("test_id", "test_ood"):
         prompts = [ex.prompt for ex in env.world.split(split)[:n]]
         ids = [encode_prompt(env.tok, [{"role": "user", "content": p}], env.cfg.stages.max_prompt_len).ids for p in prompts]
-        roll = env.engine.generate(ids, max_new_tokens=env.cfg.stages.max_response_len, temperature=0.0, eos_ids=env.eos_ids)
+        roll = generate_in_chunks(env.engine, ids, max_new_tokens=env.cfg.stages.max_response_len, temperature=0.0,
+                                  eos_ids=env.eos_ids)  # greedy, in chunks of the sampler's rollout batch
         texts = [env.tok.decode(r, skip_special_tokens=True) for r in roll.responses]
         out[split] = _score(env, prompts, texts, [len(r) for r in roll.responses])
+    release(env.engine)
     return out
 
 

@@ -32,6 +32,16 @@ def _bcast(obj: Any) -> Any:
     return box[0]
 
 
+def rollout_batch(stages, dp: int) -> int:
+    """Sequences per sampler call of a GAD / SFT step's rollout: the rows of the sampler's KV cache.
+
+    Larger calls (the held-out D check: held-out prompts x gate_samples; an evaluation) run in
+    chunks of this size (gadx.sampler.generate_in_chunks), so they no longer size the cache."""
+    s = stages
+    per_call = s.rollout_prompts_per_call or max(s.sft_prompts_per_step, s.prompts_per_step) // dp
+    return per_call * s.n_samples
+
+
 class Env:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -67,11 +77,8 @@ class Env:
         self._init_state = None
         from gadx.sampler import KVCacheSampler
 
-        s, r = cfg.stages, cfg.run
-        # the largest generate() call: one rollout call, the held-out D check, or an evaluation
-        per_call = s.rollout_prompts_per_call or max(s.sft_prompts_per_step, s.prompts_per_step) // self.dims.dp
-        held_k = s.gad.gate_samples if s.gad.gate == "ceiling" else 1  # samples per held-out prompt in D's check
-        max_batch = max(per_call * s.n_samples, len(self.held) * held_k, r.eval_size, r.eval_limit)
+        s = cfg.stages
+        max_batch = rollout_batch(s, self.dims.dp)
         self.sharded_rollout = cfg.parallel.rollout == "sharded" and self.dims.tp > 1
         if self.sharded_rollout:
             from gadx.sampler import TPKVCacheSampler

@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import torch
 
+from gadx.sampler.chunked import release
+
 from . import heads
 from .engine import Player, scaled_normalizer
 from .losses import bt_loss, group_advantages, pairwise_acc
@@ -166,6 +168,7 @@ def _rollout(ctx: StepContext, batch: Batch, step: int, n: int):
                                        eos_ids=ctx.eos_ids, seed=ctx.sample_seed + 1009 * step + batch.first + c)
             responses += roll.responses
             finished += roll.finished
+        release(ctx.engine)  # the KV cache and the gathered weights are not needed until the next rollout
     ctx.note("sample")
     return [p for p in batch.prompts for _ in range(n)], responses, finished
 

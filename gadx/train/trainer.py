@@ -28,6 +28,8 @@ import torch
 
 
 
+from gadx.sampler.chunked import generate_in_chunks, release
+
 from . import checkpoint as ck
 from .config import TrainConfig, sft_lr
 from .data import Cursor
@@ -203,8 +205,11 @@ class Run:
         ceiling = self.cfg.stages.gad.gate == "ceiling"
         k = self.cfg.stages.gad.gate_samples if ceiling else 1
         ctx.sync_weights()
-        roll = env.engine.generate([p for p in prompts for _ in range(k)], max_new_tokens=self.cfg.stages.max_response_len,
-                                   temperature=self.cfg.stages.temperature, eos_ids=env.eos_ids, seed=10_000_019 + step)
+        # in chunks of the sampler's rollout batch; each row samples as in one call (gadx/sampler/chunked.py)
+        roll = generate_in_chunks(env.engine, [p for p in prompts for _ in range(k)],
+                                  max_new_tokens=self.cfg.stages.max_response_len,
+                                  temperature=self.cfg.stages.temperature, eos_ids=env.eos_ids, seed=10_000_019 + step)
+        release(env.engine)
         seqs_p = [p for p in prompts for _ in range(k + 1)]
         seqs_r = [x for i, t in enumerate(teacher) for x in (t, *roll.responses[i * k : (i + 1) * k])]
         mbs = ctx.pack(seqs_p, seqs_r)
@@ -392,14 +397,19 @@ class Run:
 
         cfg = self.cfg
         suites = [x for x in cfg.run.eval_suites.split(",") if x]
+        engine = self.env.engine
         ctx.sync_weights()
-        if not suites and self.env.world is None:
-            return {}
-        if not self.rank0 and not self.env.sharded_rollout:  # a sharded sampler needs every TP rank
-            return {}
-        out = evaluate_small(self.env.engine, self.env.tok, eos_ids=self.env.eos_ids, suites=suites,
-                              limit=cfg.run.eval_limit, max_new_tokens=cfg.stages.max_response_len,
-                              world=self.env.world, seed=cfg.run.seed)
+        try:
+            if not suites and self.env.world is None:
+                return {}
+            if not self.rank0 and not self.env.sharded_rollout:  # a sharded sampler needs every TP rank
+                return {}
+            out = evaluate_small(engine, self.env.tok, eos_ids=self.env.eos_ids, suites=suites,
+                                 limit=cfg.run.eval_limit, max_new_tokens=cfg.stages.max_response_len,
+                                 world=self.env.world, seed=cfg.run.seed,
+                                 batch_size=min(8, getattr(engine, "max_batch", 8)))  # 8: evaluate_small's default
+        finally:
+            release(engine)  # the KV cache and the gathered weights, until the next rollout
         return out if self.rank0 else {}
 
 
