@@ -60,7 +60,7 @@ PLANTS = {"rank_pt": _plant_rank, "metadata": _plant_metadata, "common_pt": _pla
 
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory, world_tok):
-    from conftest import tiny_argv
+    from tiny_config import tiny_argv
 
     root = tmp_path_factory.mktemp("saved")
     train(root, lambda o, *e: tiny_argv(o, world_tok, *e), "run.checkpoint_every=1", "run.max_steps=2")

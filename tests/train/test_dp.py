@@ -21,7 +21,7 @@ HERE = Path(__file__).parent
 CHILD = r"""
 import sys
 sys.path.insert(0, {here!r})
-from conftest import tiny_argv
+from tiny_config import tiny_argv
 from runs import train
 train_args = lambda out, *extra: tiny_argv(out, {tok!r}, *extra)
 from pathlib import Path

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import tiny_argv
+from tiny_config import tiny_argv
 
 
 def _start(tmp_path, world_tok, *extra):
