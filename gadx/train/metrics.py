@@ -154,3 +154,48 @@ def _isatty(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+# ---- one training step's metrics, between the step and the logger -----------------------------
+
+
+def host_values(m: dict[str, Any]) -> dict[str, Any]:
+    """0-d tensors -> Python numbers: a step's one batch of host syncs (on logged and checked steps only)."""
+    return {k: v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v for k, v in m.items()}
+
+
+class NonfiniteGuard:
+    """Counts steps whose update was skipped (non-finite loss or gradients, gadx.train.engine.Player.step)
+    and stops the run after more than ``max_run`` in a row: a run that only skips learns nothing."""
+
+    def __init__(self, max_run: int, *, total: int = 0, run: int = 0):
+        self.max_run, self.total, self.run = max_run, total, run
+
+    def update(self, m: dict[str, Any], step: int) -> None:
+        skipped = bool(m.get("skipped/g")) or bool(m.get("skipped/d"))
+        self.run = self.run + 1 if skipped else 0
+        self.total += int(skipped)
+        if self.run > self.max_run:
+            raise RuntimeError(f"{self.run} consecutive steps with non-finite loss or gradients "
+                               f"(run.max_nonfinite={self.max_run}); stopping at step {step}. "
+                               "Lower the learning rate or check the data.")
+
+
+def length_drift(m: dict[str, Any], factor: float) -> str | None:
+    """A warning when the student's replies grew past ``factor`` x the teacher's (reward hacking by length)."""
+    ls, lt = m.get("len/student"), m.get("len/teacher")
+    if ls and lt and ls > factor * lt:
+        return f"student responses ({ls:.1f} tokens) exceed {factor}x the teacher's ({lt:.1f})"
+    return None
+
+
+def finish_row(m: dict[str, Any], *, stage: str, lr_g: float, dt: float, teacher_wait_s: float,
+               times: dict[str, float], cost_usd: float, nonfinite_total: int) -> dict[str, Any]:
+    """A logged step's row: the step's metrics plus stage, lr, timings and throughput (``m`` is updated)."""
+    m.update({"stage": stage, "lr/g": lr_g, "time/step": dt, "time/teacher_wait": teacher_wait_s,
+              **{f"time/{k}": v for k, v in times.items()},
+              "tokens_per_s": m.pop("tokens") / dt, "teacher/cost_usd": cost_usd,
+              "nonfinite_total": nonfinite_total})
+    if "tokens_generated" in m:
+        m["rollout_tokens_per_s"] = m.pop("tokens_generated") / max(times.get("rollout", dt), 1e-9)
+    return m

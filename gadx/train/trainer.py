@@ -1,56 +1,40 @@
-"""One training run (a "plan"): SeqKD, or warmup -> D gate -> GAD, resumable from its last checkpoint.
+"""One training run: SeqKD, or warmup -> D gate -> GAD, resumable from its last checkpoint.
 
     run = Run(cfg, env, name="gad", out_dir=...)     # env: tokenizer, data, teacher (setup.py)
     summary = run.train()                             # resumes if out_dir has a checkpoint
 
-Stages (and the step counter ``step`` shared by all of them):
-    seqkd : ``cfg.seqkd_steps`` CE steps on teacher replies (the first warmup.steps - d_only_steps
-            of them with ``stages.sft_prompts_per_step`` prompts, like the GAD run's warmup SFT)
-    warmup: ``stages.warmup.steps`` at ``sft_prompts_per_step`` prompts: ``g_only_steps`` of G-only
-            SFT (a from-scratch student's D is then copied from G), ``d_only_steps`` of D alone,
-            then both: G's SFT every step, D's update every ``d_every`` steps
-    gate  : D-only steps until D's held-out pairwise accuracy >= ``gad.d_acc_gate``
-            (at most ``gad.d_gate_steps``); failing that, GAD is skipped with a loud
-            message, since a chance-level D makes GAD a random walk (toy-findings.md)
-    gad   : ``stages.gad.steps`` adversarial steps against the frozen warmup-end reference
+``Run.train`` is a straight loop: the stage plan (stages.py, a pure object) says what comes next
+(freeze the reference, check the gate, one training step, the next stage, done) and the run does it
+on its models. The step functions are in step.py; metric handling between the step and the
+logger in metrics.py.
 """
 from __future__ import annotations
 
-import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-
-
 
 from gadx.sampler.chunked import generate_in_chunks, release
 
 from . import checkpoint as ck
-from .config import TrainConfig, sft_lr
 from .data import Cursor
 from .engine import Player
 from .losses import pairwise_acc
-from .metrics import MetricsLogger, Progress
+from .metrics import MetricsLogger, NonfiniteGuard, Progress, finish_row, host_values, length_drift
 from .gate import chance_warning, gate_decision
 from .oracle import Oracle, heldout_ceiling
 from .reduce import seq_values
+from .stages import CheckGate, DHealth, Done, NextStage, RunState, StagePlan, StartGad, TrainStep
 from .step import Batch, StepContext, _score_step, gad_step, seqkd_step, warmup_step
 from .stop import STOP, Boundary, Interrupted
+from .config import TrainConfig
 
 
 def warn(msg: str) -> None:
     print(f"gadx.train: WARNING: {msg}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Plan:
-    stage: str
-    steps: int
 
 
 class Run:
@@ -62,16 +46,11 @@ class Run:
         self.cfg, self.env, self.name, self.out = cfg, env, name, Path(out_dir)
         self.dims = env.dims
         self.rank0 = self.dims.rank == 0
-        s = cfg.stages
-        self.plan = [Plan("seqkd", cfg.seqkd_steps)] if name == "seqkd" else [
-            Plan("warmup", s.warmup.steps), Plan("gate", s.gad.d_gate_steps), Plan("gad", s.gad.steps)]
-        if gad_only:
-            self.plan = [Plan("gad", gad_only)]
+        self.stages = StagePlan.from_config(cfg, name, from_scratch=env.from_scratch, gad_only=gad_only)
         self.disc_path = discriminator
         self.history: list[dict[str, Any]] = []  # every logged row
         self.recorder = recorder
-        self.nonfinite_run = 0
-        self.nonfinite_total = 0
+        self.nonfinite = NonfiniteGuard(cfg.run.max_nonfinite)
         self.gad_skipped = False
         self.last_heldout_acc: float | None = None
         self.last_check: dict[str, Any] = {}  # gate="ceiling": acc, se, n_pairs, acc_star of the last held-out check
@@ -121,11 +100,11 @@ class Run:
 
     # ---- state ----------------------------------------------------------------------------
 
-    def _state(self, stage_i: int, stage_step: int, step: int) -> dict[str, Any]:
+    def _state(self, state: RunState) -> dict[str, Any]:
         """The run's global state besides tensors (the same on every rank)."""
-        return {"cursor": self.cursor.state, "stage_i": stage_i, "stage_step": stage_step, "step": step,
-                "gad_skipped": self.gad_skipped, "nonfinite_total": self.nonfinite_total,
-                "nonfinite_run": self.nonfinite_run}
+        return {"cursor": self.cursor.state, "stage_i": state.stage_i, "stage_step": state.stage_step,
+                "step": state.step, "gad_skipped": state.gad_skipped, "nonfinite_total": self.nonfinite.total,
+                "nonfinite_run": self.nonfinite.run}
 
     def _tensors(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The models and optimizers a checkpoint holds, by name."""
@@ -136,41 +115,37 @@ class Run:
             models["ref"] = self.ref.model
         return models, optimizers
 
-    def _save(self, stage_i: int, stage_step: int, step: int) -> None:
+    def _save(self, state: RunState) -> None:
         models, optimizers = self._tensors()
-        ck.save_checkpoint(self.out / "checkpoints", step, models, optimizers, self._state(stage_i, stage_step, step),
+        stages = self.stages.stages
+        ck.save_checkpoint(self.out / "checkpoints", state.step, models, optimizers, self._state(state),
                            self.cfg.to_json(),
-                           {"run": self.name, "stage": self.plan[min(stage_i, len(self.plan) - 1)].stage,
-                            "stage_step": stage_step, "tp": self.dims.tp, "pp": self.dims.pp, "dp": self.dims.dp})
+                           {"run": self.name, "stage": stages[min(state.stage_i, len(stages) - 1)].name,
+                            "stage_step": state.stage_step, "tp": self.dims.tp, "pp": self.dims.pp, "dp": self.dims.dp})
 
-    def _resume(self) -> tuple[int, int, int]:
+    def _resume(self) -> RunState:
         """Continue from the last checkpoint, at this run's layout whatever the one it was saved at."""
         path = ck.latest_checkpoint(self.out / "checkpoints")
         if path is None:
-            return 0, 0, 0
-        if "ref" in ck.saved_models(path):
+            return RunState()
+        has_ref = "ref" in ck.saved_models(path)
+        if has_ref:
             self._start_gad()  # builds the reference; the restored optimizer state then carries the GAD lr
         models, optimizers = self._tensors()
         st = ck.load_checkpoint(path, models, optimizers)
         self.cursor = Cursor.from_state(st["cursor"])
         self.gad_skipped = st["gad_skipped"]
-        self.nonfinite_total, self.nonfinite_run = st["nonfinite_total"], st["nonfinite_run"]
+        self.nonfinite = NonfiniteGuard(self.cfg.run.max_nonfinite, total=st["nonfinite_total"], run=st["nonfinite_run"])
         if self.rank0:
             meta = ck.load_meta(path)
             saved = f"tp={meta['tp']} pp={meta['pp']} dp={meta['dp']}"
             now = f"tp={self.dims.tp} pp={self.dims.pp} dp={self.dims.dp}"
             print(f"gadx.train: resumed {self.name} from {path} (step {st['step']}"
                   + (f"; saved at {saved}, resharded to {now}" if saved != now else "") + ")", file=sys.stderr)
-        return st["stage_i"], st["stage_step"], st["step"]
+        return RunState(stage_i=st["stage_i"], stage_step=st["stage_step"], step=st["step"],
+                        gad_skipped=st["gad_skipped"], gad_started=has_ref)
 
     # ---- data -----------------------------------------------------------------------------
-
-    def _prompts_at(self, step: int) -> int:
-        """Global prompts of a step: warmup (and SeqKD's matching SFT steps) may use a larger batch,
-        stages.sft_prompts_per_step."""
-        s = self.cfg.stages
-        sft_steps = s.warmup.steps - (s.warmup.d_only_steps if self.name == "seqkd" else 0)
-        return s.sft_prompts_per_step if s.sft_prompts_per_step and step < sft_steps else s.prompts_per_step
 
     def _share(self, P: int) -> slice:
         """This DP rank's contiguous share of a step's P prompts."""
@@ -181,11 +156,11 @@ class Run:
         """Every upcoming step's teacher requests, all DP shares (global rank 0 fetches them all)."""
         cur = Cursor.from_state(cursor_state)
         while True:
-            yield [self.env.request(i) for i in cur.next(self._prompts_at(step))]
+            yield [self.env.request(i) for i in cur.next(self.stages.prompts_at(step))]
             step += 1
 
     def _next_batch(self, step: int) -> Batch:
-        P = self._prompts_at(step)
+        P = self.stages.prompts_at(step)
         share = self._share(P)
         idx = self.cursor.next(P)
         teacher = self.prefetch.get(idx, share)  # collective: rank 0's replies, as token ids
@@ -246,150 +221,110 @@ class Run:
             warn(msg)
 
     def train(self) -> dict[str, Any]:
-        cfg, env = self.cfg, self.env
+        """The plan's actions, one after another, from the last checkpoint (if any) to the end."""
+        cfg, env, plan = self.cfg, self.env, self.stages
         self._players()
         self.cursor = Cursor(env.num_train, cfg.run.seed)
-        stage_i, stage_step, step = self._resume()
+        state = self._resume()
         self.log = MetricsLogger(self.out, enabled=self.rank0, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb,
-                                 config=cfg.to_dict(), resume_step=step)
-        self.prefetch = env.prefetcher(self._batches(self.cursor.state, step))
+                                 config=cfg.to_dict(), resume_step=state.step)
+        self.prefetch = env.prefetcher(self._batches(self.cursor.state, state.step))
         ctx = self._ctx()
-        total = sum(p.steps for p in self.plan)
-        bar = Progress(total, f"{self.name}", enabled=self.rank0 and cfg.run.progress)
-        bar.n = step
+        bar = Progress(plan.total_steps(state), f"{self.name}", enabled=self.rank0 and cfg.run.progress)
+        bar.n = state.step
         boundary = Boundary(every_steps=cfg.run.checkpoint_every, every_minutes=cfg.run.checkpoint_minutes,
                             device=self.dims.device)
-        if stage_i < len(self.plan) and self.plan[stage_i].stage == "gad" and self.ref is None:  # gad_only
-            self._start_gad()
-            ctx = self._ctx()
+        d_health: DHealth | None = None  # the gate's last verdict on D
         try:
             STOP.in_loop = True  # a signal now stops at the next step boundary, after a save
-            while stage_i < len(self.plan):
-                plan = self.plan[stage_i]
-                if plan.stage == "gate" and stage_step == 0:
-                    if self.ref is None:
-                        self._start_gad()
-                        ctx = self._ctx()
-                    acc = self.heldout_acc(ctx, step)
-                    self.last_heldout_acc = acc
-                    if self._gate_open(acc):
-                        bar.total -= plan.steps
-                        stage_i, stage_step = stage_i + 1, 0
-                        continue
-                if plan.stage == "gad" and self.gad_skipped:
-                    bar.total -= plan.steps
-                    break
-                if stage_step >= plan.steps:
-                    if plan.stage == "gate":
-                        self.gad_skipped = True
-                        self._warn(f"D's held-out pairwise accuracy {self.last_heldout_acc:.3f} did not pass the gate "
-                             f"(stages.gad.gate={cfg.stages.gad.gate}, d_acc_gate={cfg.stages.gad.d_acc_gate}) after {plan.steps} D-only steps: "
-                             "skipping the GAD stage (a chance-level discriminator turns it into a random walk)")
-                    stage_i, stage_step = stage_i + 1, 0
-                    self._save(stage_i, 0, step)
-                    continue
-                if cfg.run.max_steps and step >= cfg.run.max_steps:
-                    break
-                m = self._one_step(ctx, plan.stage, stage_step, step)
-                step, stage_step = step + 1, stage_step + 1
-                bar.update(1, **{k: m[k] for k in ("loss/g_ce", "loss/d", "d_acc/heldout") if isinstance(m.get(k), float)})
-                if plan.stage == "gate" and "d_acc/heldout" in m and self._gate_open(m["d_acc/heldout"]):
-                    bar.total -= plan.steps - stage_step
-                    stage_i, stage_step = stage_i + 1, 0
-                save, stop = boundary.check(step)
-                if save:
-                    self._save(stage_i, stage_step, step)
-                    boundary.saved()
-                if stop:
-                    raise Interrupted(STOP.signum, step, str(ck.latest_checkpoint(self.out / "checkpoints")))
+            while not isinstance(action := plan.next_action(state, d_health), Done):
+                if isinstance(action, StartGad):
+                    self._start_gad()
+                    ctx = self._ctx()
+                    state = plan.after_start_gad(state)
+                elif isinstance(action, CheckGate):
+                    self.last_heldout_acc = self.heldout_acc(ctx, state.step)
+                    d_health = DHealth(state.stage_i, state.stage_step, self._gate_open(self.last_heldout_acc))
+                elif isinstance(action, NextStage):
+                    if action.gad_skipped_now:
+                        self._warn_gate_failed(self.stages.stages[state.stage_i].steps)
+                    state = action.state
+                    self.gad_skipped = state.gad_skipped
+                    if action.save:
+                        self._save(state)
+                    bar.total = plan.total_steps(state)
+                else:
+                    m = self._one_step(ctx, action)
+                    bar.update(1, **{k: m[k] for k in ("loss/g_ce", "loss/d", "d_acc/heldout") if isinstance(m.get(k), float)})
+                    if action.stage == "gate" and "d_acc/heldout" in m:
+                        d_health = DHealth(state.stage_i, state.stage_step + 1, self._gate_open(m["d_acc/heldout"]))
+                    state = plan.after_step(state, d_health)
+                    bar.total = plan.total_steps(state)
+                    save, stop = boundary.check(state.step)
+                    if save:
+                        self._save(state)
+                        boundary.saved()
+                    if stop:
+                        raise Interrupted(STOP.signum, state.step, str(ck.latest_checkpoint(self.out / "checkpoints")))
         finally:
             STOP.in_loop = False
             self.prefetch.close() if hasattr(self.prefetch, "close") else None
             self.log.close()
-        return {"steps": step, "gad_skipped": self.gad_skipped, "nonfinite_total": self.nonfinite_total,
+        return {"steps": state.step, "gad_skipped": self.gad_skipped, "nonfinite_total": self.nonfinite.total,
                 "d_acc_heldout_gad_start": self.d_acc_gad_start, "d_acc_heldout_end": self.last_heldout_acc}
 
-    def _g_only_steps(self) -> int:
-        """G-only SFT steps at the start of warmup (and the matching first steps of SeqKD)."""
-        w = self.cfg.stages.warmup
-        if w.g_only_steps >= 0:
-            return w.g_only_steps
-        return max(w.steps - 2 * w.d_only_steps, 0) if self.env.from_scratch else 0
+    def _warn_gate_failed(self, gate_steps: int) -> None:
+        g = self.cfg.stages.gad
+        self._warn(f"D's held-out pairwise accuracy {self.last_heldout_acc:.3f} did not pass the gate "
+                   f"(stages.gad.gate={g.gate}, d_acc_gate={g.d_acc_gate}) after {gate_steps} D-only steps: "
+                   "skipping the GAD stage (a chance-level discriminator turns it into a random walk)")
 
-    def _warmup(self, ctx: StepContext, batch: Batch, stage_step: int, step: int) -> dict[str, Any]:
-        """G-only SFT, then D alone, then both. A from-scratch student's D is copied from G when D starts."""
-        g_only, d_only = self._g_only_steps(), self.cfg.stages.warmup.d_only_steps
-        if stage_step < g_only:
-            return warmup_step(ctx, batch, step, d_only=False, g_only=True)
-        if stage_step == g_only and self.env.from_scratch:
-            copy_trunk(self.G.model, self.D.model)
-        if stage_step < g_only + d_only:
-            return warmup_step(ctx, batch, step, d_only=True)
-        d_due = (stage_step - g_only - d_only) % self.cfg.stages.warmup.d_every == 0
-        return warmup_step(ctx, batch, step, d_only=False, g_only=not d_due)
+    def _train(self, ctx: StepContext, a: TrainStep, batch: Batch) -> dict[str, Any]:
+        """The step functions of step.py for the action's kind of step."""
+        if a.kind == "seqkd":
+            return seqkd_step(ctx, batch, a.step)
+        if a.kind == "gad":
+            if self.d_acc_gad_start is None:
+                self.d_acc_gad_start = self.last_heldout_acc
+            return gad_step(ctx, batch, a.step, update_d=not self.cfg.stages.gad.freeze_discriminator)
+        # "sft": G's SFT alone; "d": D's Bradley-Terry alone (on its rollout); "sft+d": both
+        return warmup_step(ctx, batch, a.step, d_only=a.kind == "d", g_only=a.kind == "sft")
 
-    def _one_step(self, ctx: StepContext, stage: str, stage_step: int, step: int) -> dict[str, Any]:
-        cfg = self.cfg
+    def _one_step(self, ctx: StepContext, a: TrainStep) -> dict[str, Any]:
+        cfg, step = self.cfg, a.step
         ctx.times.clear()
         t0 = time.perf_counter()
         batch = self._next_batch(step)
-        if stage in ("seqkd", "warmup"):
-            base = cfg.stages.seqkd.lr if stage == "seqkd" else cfg.stages.warmup.lr
-            self.G.set_lr(sft_lr(cfg.stages, base, stage_step, self.plan[0].steps))
-        elif stage == "gad" and cfg.stages.gad.lr_warmup:
-            # a linear ramp: Adam's first steps after a stage change are sign-like (fresh moments) or
-            # scaled by the SFT stage's moments, either way unlike the steady state (RESULTS_embedded.md)
-            self.G.set_lr(cfg.stages.gad.lr * min(1.0, (stage_step + 1) / cfg.stages.gad.lr_warmup))
-        if stage == "seqkd":
-            m = seqkd_step(ctx, batch, step)
-        elif stage == "warmup":
-            m = self._warmup(ctx, batch, stage_step, step)
-        elif stage == "gate":
-            m = warmup_step(ctx, batch, step, d_only=True)
-        else:
-            if self.d_acc_gad_start is None:
-                self.d_acc_gad_start = self.last_heldout_acc
-            m = gad_step(ctx, batch, step, update_d=not cfg.stages.gad.freeze_discriminator)
+        if a.g_lr is not None:
+            self.G.set_lr(a.g_lr)
+        if a.d_from_g:  # a from-scratch student's D starts from G's trunk once D's updates begin
+            copy_trunk(self.G.model, self.D.model)
+        m = self._train(ctx, a, batch)
         dt = time.perf_counter() - t0
-        if step % cfg.run.log_every == 0 or self._health_due(stage, stage_step, step):
-            m = {k: _plain(v) for k, v in m.items()}  # the step's one batch of host syncs
-        if self._health_due(stage, stage_step, step):
+        logged = step % cfg.run.log_every == 0
+        if logged or a.check_d:
+            m = host_values(m)  # the step's one batch of host syncs
+        if a.check_d:
             acc = self.heldout_acc(ctx, step)
             self.last_heldout_acc = acc
             m["d_acc/heldout"] = acc
             if self.cfg.stages.gad.gate == "ceiling":
                 m.update({f"d_acc/heldout_{k}": v for k, v in self.last_check.items() if k != "acc" and v is not None})
-            msg = self._chance(acc) if stage == "gad" else None
+            msg = self._chance(acc) if a.stage == "gad" else None
             if msg:
                 self._warn(f"step {step}: {msg}")
-        if cfg.run.eval_every and step % cfg.run.eval_every == 0 and stage != "gate":
+        if a.evaluate:
             m.update(self.small_eval(ctx))
-        skipped = bool(m.get("skipped/g")) or bool(m.get("skipped/d"))
-        self.nonfinite_run = self.nonfinite_run + 1 if skipped else 0
-        self.nonfinite_total += int(skipped)
-        if self.nonfinite_run > cfg.run.max_nonfinite:
-            raise RuntimeError(f"{self.nonfinite_run} consecutive steps with non-finite loss or gradients "
-                               f"(run.max_nonfinite={cfg.run.max_nonfinite}); stopping at step {step}. "
-                               "Lower the learning rate or check the data.")
-        if step % cfg.run.log_every:
+        self.nonfinite.update(m, step)
+        if not logged:
             return m
-        ls, lt = m.get("len/student"), m.get("len/teacher")
-        if stage == "gad" and ls and lt and ls > cfg.stages.length_drift * lt:
-            self._warn(f"step {step}: student responses ({ls:.1f} tokens) exceed {cfg.stages.length_drift}x the teacher's ({lt:.1f})")
-        m.update({"stage": stage, "lr/g": self.G.opt.param_groups[0]["lr"], "time/step": dt, "time/teacher_wait": batch.teacher_wait_s,
-                  **{f"time/{k}": v for k, v in ctx.times.items()},
-                  "tokens_per_s": m.pop("tokens") / dt, "teacher/cost_usd": self.env.teacher_cost(),
-                  "nonfinite_total": self.nonfinite_total})
-        if "tokens_generated" in m:
-            m["rollout_tokens_per_s"] = m.pop("tokens_generated") / max(ctx.times.get("rollout", dt), 1e-9)
+        msg = length_drift(m, cfg.stages.length_drift) if a.stage == "gad" else None
+        if msg:
+            self._warn(f"step {step}: {msg}")
+        finish_row(m, stage=a.stage, lr_g=self.G.opt.param_groups[0]["lr"], dt=dt, teacher_wait_s=batch.teacher_wait_s,
+                   times=ctx.times, cost_usd=self.env.teacher_cost(), nonfinite_total=self.nonfinite.total)
         self.history.append(self.log.log(step, m))
         return m
-
-    def _health_due(self, stage: str, stage_step: int, step: int) -> bool:
-        """D's held-out accuracy: every gate step, and every run.eval_every steps once D exists."""
-        if self.D is None or (stage == "warmup" and stage_step < self._g_only_steps()):
-            return False
-        return stage == "gate" or (self.cfg.run.eval_every > 0 and step % self.cfg.run.eval_every == 0)
 
     def small_eval(self, ctx: StepContext) -> dict[str, float]:
         """gadx.eval.evaluate_small on the current student (greedy; rank 0 decodes, no RNG used)."""
@@ -413,19 +348,9 @@ class Run:
         return out if self.rank0 else {}
 
 
-def _plain(v: Any) -> Any:
-    return v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
-
-
 def copy_trunk(student, disc) -> None:
     """Initialise D's transformer from the student's weights (its score head stays freshly initialised)."""
     sd = {k: v for k, v in student.gpt.state_dict().items() if not k.startswith("output_layer")}
     missing, unexpected = disc.gpt.load_state_dict(sd, strict=False)
     assert not unexpected, unexpected
     assert all(k.startswith("score_head") for k in missing), missing
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
