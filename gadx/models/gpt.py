@@ -161,6 +161,17 @@ class GadxModel(nn.Module):
         assert all(k.startswith(prefix) for k in sd), "megatron keys without the prefix"
         return {f"gpt.{k[len(prefix):]}": v for k, v in sd.items()}
 
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """This stage's tensors in HF names (gadx.models.hf_io.hf_state_dict): what gadx.parallel's
+        gather and checkpoint code call, so that gadx.parallel never imports gadx.models."""
+        from gadx.models.hf_io import hf_state_dict
+
+        return hf_state_dict(self)
+
+    def zero_vocab_padding(self) -> None:
+        """Set the TP vocab padding rows of the embedding / LM head back to zero (after a load)."""
+        _zero_vocab_padding(self)
+
     @property
     def vocab_size(self) -> int:
         return self.config.vocab_size

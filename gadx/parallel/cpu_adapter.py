@@ -34,7 +34,7 @@ What is patched, and why (megatron-core 0.16.1, torch 2.13 CPU):
   (``gadx.parallel.train`` does this for the trainer). Model forward passes outside
   the schedule (sampling, scoring) run without it.
 
-Overhead (``python -c "from gadx.parallel.cpu_adapter import measure_overhead as m; print(m())"``):
+Overhead (``python benchmarks/cpu_adapter_overhead.py``):
 the function patches cost nothing per call (they replace functions that would raise on a
 CPU build). ``cpu_device_mode()`` adds one Python dispatch to every torch call made inside
 it. Measured 2026-11-28 on the shared 2-core CPU (load average ~8, min of 15 interleaved
@@ -47,8 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
-import warnings
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -195,50 +193,3 @@ def cpu_device_mode():
         return
     with _CpuDeviceMode():
         yield
-
-
-# ---- overhead measurement -------------------------------------------------------------------
-
-
-def measure_overhead(n_calls: int = 20000, repeats: int = 5) -> dict[str, float]:
-    """Cost of ``cpu_device_mode``: microseconds per small torch call, and milliseconds per
-    forward+backward of a tiny GadxModel (2 layers, H=64, batch 8 x 128 tokens), with and
-    without the mode (min over ``repeats``, interleaved so machine load hits both alike)."""
-    from gadx.models import ModelConfig, build_model
-    from gadx.parallel import init_parallel
-
-    init_parallel()
-    cfg = ModelConfig(family="qwen2", vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2,
-                      num_heads=4, num_kv_heads=2, head_dim=16, qkv_bias=True)
-    model = build_model(cfg)
-    ids_BT = torch.randint(0, 512, (8, 128))
-    x = torch.randn(8, 8)
-
-    def calls():
-        for _ in range(n_calls):
-            torch.add(x, 1.0)
-
-    def step():
-        model.logits(ids_BT).float().logsumexp(-1).mean().backward()
-
-    best = {"call_plain": 1e9, "call_mode": 1e9, "step_plain": 1e9, "step_mode": 1e9}
-    step()
-    for _ in range(repeats):
-        for name, fn, scale in (("call", calls, 1e6 / n_calls), ("step", step, 1e3)):
-            for mode in ("plain", "mode"):
-                t0 = time.perf_counter()
-                with (_CpuDeviceMode() if mode == "mode" else contextlib.nullcontext()):
-                    fn()
-                best[f"{name}_{mode}"] = min(best[f"{name}_{mode}"], (time.perf_counter() - t0) * scale)
-    return {
-        "us_per_torch_call_plain": best["call_plain"],
-        "us_per_torch_call_in_mode": best["call_mode"],
-        "ms_per_fwd_bwd_plain": best["step_plain"],
-        "ms_per_fwd_bwd_in_mode": best["step_mode"],
-    }
-
-
-if __name__ == "__main__":
-    warnings.simplefilter("ignore")
-    for k, v in measure_overhead().items():
-        print(f"{k}: {v:.3f}")

@@ -60,9 +60,9 @@ EXTRA_FILE = "gadx_extra.json"
 
 
 def _gadx_model(m):
-    from gadx.models import GadxModel
-
-    while not isinstance(m, GadxModel):
+    # a GadxModel is the first of the `.module` chain with `.dims` (no import of gadx.models here:
+    # the model layer imports gadx.parallel, not the other way round)
+    while not hasattr(m, "dims"):
         if not hasattr(m, "module"):
             raise ValueError(f"expected a GadxModel (or megatron DDP around one), got {type(m).__name__}")
         m = m.module
@@ -142,8 +142,6 @@ def load_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | N
     ``path``; returns ``extra``. Any layout: weights and optimizer state are resharded."""
     from megatron.core import dist_checkpointing
 
-    from gadx.models.gpt import _zero_vocab_padding
-
     optimizers = optimizers or {}
     _check_names(models, optimizers)
     folder = Path(path)
@@ -173,7 +171,7 @@ def load_sharded(path, models: dict[str, Any], *, optimizers: dict[str, Any] | N
     for name, m in models.items():
         g = _gadx_model(m)
         g.load_state_dict(state[name], strict=True)
-        _zero_vocab_padding(g)  # pad rows past the saved vocab load as zeros; keep the invariant explicit
+        g.zero_vocab_padding()  # pad rows past the saved vocab load as zeros; keep the invariant explicit
     for name, opt in optimizers.items():
         with cpu_device_mode(), torch.no_grad(), _skip_step_copy(opt):  # megatron copies into views of leaf main params
             opt.load_state_dict(state[f"{name}@optimizer"])

@@ -6,8 +6,8 @@
 
 Rollouts under TP/PP use option (a) of docs/distributed.md: gather the student once per
 step and sample replicated on every TP rank (each DP replica samples its own prompts).
-TP shards are gathered per parameter by ``gadx.models.hf_state_dict`` (all-gather over
-the TP group); pipeline stages then exchange their tensors as one flat buffer per dtype
+TP shards are gathered per parameter by the model's ``hf_state_dict()`` (gadx.models.hf_io:
+all-gather over the TP group); pipeline stages then exchange their tensors as one flat buffer per dtype
 (broadcast over the PP group, or point-to-point to stage 0 with ``to="first_stage"``).
 Collective: every rank of the model's TP and PP groups must call it. Cost: the model's
 full size in memory on each receiving rank, plus one flat copy per stage while exchanging.
@@ -23,14 +23,12 @@ TARGETS = ("all", "first_stage")
 def gather_hf_state_dict(model, *, to: str = "all") -> dict[str, torch.Tensor]:
     """HF-named full tensors of a ``GadxModel`` at any TP/PP layout (equal to its TP1PP1
     ``hf_state_dict``). ``to="first_stage"`` leaves the other stages with ``{}``."""
-    from gadx.models import hf_state_dict
-
     if to not in TARGETS:
         raise ValueError(f"to must be one of {TARGETS}, got {to!r}")
     while not hasattr(model, "dims"):  # megatron DDP -> GadxModel
         model = model.module
     dims = model.dims
-    local = hf_state_dict(model)
+    local = model.hf_state_dict()  # TP shards gathered by the model layer (gadx.models.hf_io)
     if dims.pp == 1:
         return local
     group = dims.pp_group
