@@ -62,7 +62,7 @@ def step_prompts(vocab_size: int) -> list[list[list[int]]]:
 
 
 class _TimedPlayer:
-    """Delegates to a Player and adds up the wall time of its run/step calls (the discriminator's cost)."""
+    """Delegates to a Player and adds up the wall time of its verbs (the discriminator's cost: scores, train_bt)."""
 
     def __init__(self, player):
         self._p, self.seconds, self.cpu_seconds = player, 0.0, 0.0
@@ -78,11 +78,11 @@ class _TimedPlayer:
             self.seconds += time.perf_counter() - t0
             self.cpu_seconds += time.process_time() - c0
 
-    def run(self, *a, **kw):
-        return self._timed(self._p.run, *a, **kw)
+    def scores(self, *a, **kw):
+        return self._timed(self._p.scores, *a, **kw)
 
-    def step(self, *a, **kw):
-        return self._timed(self._p.step, *a, **kw)
+    def train_bt(self, *a, **kw):
+        return self._timed(self._p.train_bt, *a, **kw)
 
 
 def run_gadx(folder: Path) -> dict:
@@ -92,7 +92,7 @@ def run_gadx(folder: Path) -> dict:
     from gadx.parallel import init_parallel
     from gadx.sampler import KVCacheSampler
     from gadx.train.config import GadCfg, ParallelCfg, StagesCfg, d_group_tokens
-    from gadx.train.engine import Player
+    from gadx.train.player import Player
     from gadx.train.step import Batch, StepContext, gad_step
 
     dims = init_parallel(1, 1, seed=0)

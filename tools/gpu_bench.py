@@ -10,7 +10,7 @@ and the rest still run) and skipped when the time budget is spent:
   kernels  tools/gpu_bench_kernels.py (fused GRPO loss vs eager / torch.compile / Liger), reduced rows
   sampler  gadx KVCacheSampler vs transformers ``generate`` on one random Qwen2.5-0.5B-shaped model,
            bf16, batch 64, 128 prompt + 128 new tokens, temperature 0.8: tokens/s and the ratio
-  update   one GRPO update step of the student (megatron GPTModel through gadx.train.engine.Player:
+  update   one GRPO update step of the student (megatron GPTModel through gadx.train.player.Player:
            packed micro-batches, fused loss, backward, distributed AdamW) on 32 x (256 + 256) tokens:
            time, tokens/s and MFU = model FLOPs / time / peak (6 x params x tokens + attention)
 Random weights throughout (nothing is downloaded). Needs megatron-core importable: the device
@@ -236,7 +236,7 @@ def update_section(ctx: Ctx) -> None:
     from gadx.models import ModelConfig, build_model
     from gadx.parallel import init_parallel
     from gadx.train import heads
-    from gadx.train.engine import Player, scaled_normalizer
+    from gadx.train.player import Player, scaled_normalizer
     from gadx.train.packing import global_token_count, pack
 
     S, prompt_len, resp_len, budget = (4, 8, 8, 32) if ctx.dry else (32, 256, 256, 4096)

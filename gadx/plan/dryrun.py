@@ -167,7 +167,7 @@ class _PlanRollout:
 
 
 def _pp_full_state(model) -> dict[str, torch.Tensor]:
-    """``gadx.train.engine.full_hf_state`` at PP > 1: this stage's tensors copied to the host as
+    """``gadx.train.player.full_hf_state`` at PP > 1: this stage's tensors copied to the host as
     there, the other stages' as empty host tensors of their shapes (their all_gather_object
     cannot carry fake tensors)."""
     from gadx.models import hf_state_dict
@@ -336,7 +336,7 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
     of a pass are equally full (first-fit-decreasing puts the fullest first), so the peak is
     the same and a 7B step takes minutes instead of an hour of fake-op dispatch."""
     from gadx.sampler import local_hf_state_dict
-    from gadx.train.engine import Player, full_hf_state
+    from gadx.train.player import Player, full_hf_state
     from gadx.train.step import Batch, StepContext, gad_step
 
     from .fakedev import fake_gpu

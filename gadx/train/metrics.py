@@ -165,7 +165,7 @@ def host_values(m: dict[str, Any]) -> dict[str, Any]:
 
 
 class NonfiniteGuard:
-    """Counts steps whose update was skipped (non-finite loss or gradients, gadx.train.engine.Player.step)
+    """Counts steps whose update was skipped (non-finite loss or gradients, gadx.train.player.Player.step)
     and stops the run after more than ``max_run`` in a row: a run that only skips learns nothing."""
 
     def __init__(self, max_run: int, *, total: int = 0, run: int = 0):

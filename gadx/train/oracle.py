@@ -122,8 +122,6 @@ def heldout_ceiling(ctx, oracle: Oracle | None, prompts_P, teacher_P, roll, d_te
     """D's held-out accuracy (ties 1/2) with its prompt-clustered error, and acc* on the same pairs
     (None without an oracle, or when a teacher reply was cut at max_response_len)."""
     from .ceiling import pairwise_acc_se
-    from .reduce import token_values
-    from .step import _logprob_step
 
     P, N = d_student_PN.shape
     samples = roll.responses
@@ -137,7 +135,7 @@ def heldout_ceiling(ctx, oracle: Oracle | None, prompts_P, teacher_P, roll, d_te
         return out
     G = ctx.student
     mbs = ctx.pack(prompts_P, teacher_P)
-    lt = token_values(ctx.dims, mbs, G.run(mbs, _logprob_step(G.model, ctx.stages.temperature), forward_only=True), "logp", P)
+    lt = G.token_logprobs(mbs, P, temperature=ctx.stages.temperature)
     logS_t = torch.stack([x.sum() for x in lt]).cpu()
     logS_s = torch.stack([x.float().sum() for x in roll.logprobs]).cpu().view(P, N)
     logT_s = torch.tensor(oracle.logprobs([p for p in prompts_P for _ in range(N)], samples), dtype=torch.float64).view(P, N)

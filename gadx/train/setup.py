@@ -127,7 +127,7 @@ class Env:
         rollouts, no communication) or the whole model (gathered over TP and PP)."""
         from gadx.sampler import local_hf_state_dict
 
-        from .engine import full_hf_state
+        from .player import full_hf_state
 
         return local_hf_state_dict(model) if self.sharded_rollout else full_hf_state(model)
 

@@ -5,8 +5,8 @@
     m = gad_step(ctx, batch, step)     # the GAD step below, in the paper's order
 
 Every function returns a dict of metrics whose values may be 0-d tensors (the
-logger converts them once per logged step), identical on every rank: loss_func
-outputs come from the last pipeline stage (reduce.py) and are summed over
+logger converts them once per logged step), identical on every rank: the models'
+verbs (player.py) return the same numbers on every pipeline stage, summed over
 data-parallel ranks. ``ctx`` is a ``StepContext``.
 
 Rollouts: a rank's prompts are sampled ``rollout_prompts_per_call`` at a time, each
@@ -18,17 +18,22 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from gadx.sampler.chunked import release
 
-from . import heads
-from .engine import Player, scaled_normalizer
 from .losses import bt_loss, group_advantages, pairwise_acc
-from .packing import MicroBatch, global_token_count, pack
-from .reduce import dp_mean, seq_values, stage_sums, token_values
+from .packing import MicroBatch, pack
+from .player import Player, dp_mean
+
+if TYPE_CHECKING:  # annotations only: no import cost, no cycle through the trainer's modules
+    from gadx.parallel import ParallelDims
+    from gadx.sampler.engine import RolloutEngine
+
+    from .config import StagesCfg
+    from .oracle import Oracle
 
 
 @dataclass
@@ -57,15 +62,15 @@ class StepContext:
     student: Player
     disc: Player | None
     ref: Player | None
-    engine: Any  # RolloutEngine
+    engine: RolloutEngine
     sync_weights: Callable[[], None]  # student weights -> engine
     eos_ids: list[int]
-    stages: Any  # config.StagesCfg
+    stages: StagesCfg
     budget: int  # micro-batch token budget
-    dims: Any  # gadx.parallel.ParallelDims
+    dims: ParallelDims
     sample_seed: int = 0
     recorder: list[str] | None = None  # order-of-operations log (tests)
-    oracle: Any = None  # gadx.train.oracle.Oracle in the embedded world: the oracle reward and diagnostics
+    oracle: Oracle | None = None  # the embedded world's exact teacher: the oracle reward and diagnostics
     times: dict[str, float] = field(default_factory=dict)
 
     def note(self, what: str) -> None:
@@ -82,74 +87,6 @@ class StepContext:
         """Packed by the token budget; padded to it under PP (megatron sends fixed shapes); on the model's device."""
         return pack(prompts, responses, self.budget, pad_to=self.budget if self.dims.pp > 1 else 0,
                     device=self.dims.device, **kw)
-
-
-# ---- forward_step factories (megatron's forward_step_func, micro-batch given) ---------------
-# loss_func runs on the last pipeline stage only.
-
-
-def _hidden(chunk, mb: MicroBatch) -> torch.Tensor:
-    return chunk(mb.input_ids_1T, mb.position_ids_1T, mb.doc_ids_1T)
-
-
-def _logprob_step(model, temperature: float):
-    def fs(mb, chunk):
-        def loss_func(hidden_1TH):
-            logp_T, _ = heads.token_logprobs(model, hidden_1TH[0], mb.targets_T, temperature=temperature)
-            return hidden_1TH.new_zeros(()), {"logp": logp_T * mb.mask_T}
-        return _hidden(chunk, mb), loss_func
-    return fs
-
-
-def _score_step(model):
-    def fs(mb, chunk):
-        def loss_func(hidden_1TH):
-            scores_N = model.score_hidden(hidden_1TH[0][mb.last_idx_N])
-            return hidden_1TH.new_zeros(()), {"scores": scores_N.detach()}
-        return _hidden(chunk, mb), loss_func
-    return fs
-
-
-def _bt_step(model, norm: torch.Tensor):
-    """BT loss on micro-batches packed by group (``_d_pack``): index "teacher_G" (each local group's
-    teacher reply), "student_M" (the samples, in packed order) and "group_M" (each sample's group).
-    Index tensors built on the host, not boolean masks: no nonzero(), so no host sync in the loss."""
-    def fs(mb, chunk):
-        def loss_func(hidden_1TH):
-            s_N = model.score_hidden(hidden_1TH[0][mb.last_idx_N])
-            t_score_G = s_N.index_select(0, mb.index["teacher_G"])
-            t_N, st_N = t_score_G.index_select(0, mb.index["group_M"]), s_N.index_select(0, mb.index["student_M"])
-            loss_sum = -torch.nn.functional.logsigmoid(t_N - st_N).sum()
-            correct = (t_N > st_N).float().sum().detach()
-            return loss_sum / norm, {"loss_sum": loss_sum.detach(), "correct": correct}
-        return _hidden(chunk, mb), loss_func
-    return fs
-
-
-def _sft_step(model, norm: torch.Tensor):
-    def fs(mb, chunk):
-        def loss_func(hidden_1TH):
-            nll_sum = heads.nll_sum(model, hidden_1TH[0], mb.targets_T, mb.mask_T)
-            return nll_sum / norm, {"nll_sum": nll_sum.detach()}
-        return _hidden(chunk, mb), loss_func
-    return fs
-
-
-def _grpo_step(model, norm: torch.Tensor, st):
-    g = st.gad
-
-    def fs(mb, chunk):
-        def loss_func(hidden_1TH):
-            loss, m = heads.grpo_loss(
-                model, hidden_1TH[0], mb.targets_T, mb.per_token["adv"], mb.per_token["old"], mb.per_token["ref"],
-                mb.mask_T, clip_low=g.clip_low, clip_high=g.clip_high, dual_clip=g.dual_clip, kl_coef=g.kl_coef,
-                temperature=st.temperature, normalizer=norm, compute_entropy=True,
-            )
-            n = mb.mask_T.sum()
-            # token-weighted sums; divided by the global token count after the step
-            return loss, {"pg_sum": loss.detach() * norm, **{k: v.detach() * n for k, v in m.items()}}
-        return _hidden(chunk, mb), loss_func
-    return fs
 
 
 # ---- pieces of a step -----------------------------------------------------------------------
@@ -183,7 +120,7 @@ def _d_pack(ctx: StepContext, batch: Batch, responses: list[list[int]], n: int) 
         is_t += [1] + [0] * n
     mbs = ctx.pack(prompts, resps, groups=groups)
     dev = ctx.dims.device
-    for mb in mbs:  # BT's gather indices, from host lists (see _bt_step)
+    for mb in mbs:  # BT's gather indices, from host lists (see player._bt_step)
         local = {g: j for j, g in enumerate(dict.fromkeys(groups[i] for i in mb.seqs))}
         teacher_G = [0] * len(local)
         student_M, group_M = [], []
@@ -200,37 +137,23 @@ def _d_pack(ctx: StepContext, batch: Batch, responses: list[list[int]], n: int) 
 
 def _d_update(ctx: StepContext, batch: Batch, responses: list[list[int]]) -> dict[str, Any]:
     n = ctx.stages.n_samples
-    mbs = _d_pack(ctx, batch, responses, n)
-    pairs = torch.tensor(float(batch.global_prompts * n), device=ctx.dims.device)
-    outs = ctx.disc.run(mbs, _bt_step(ctx.disc.model, scaled_normalizer(pairs, ctx.dims.dp, len(mbs))))
-    s = stage_sums(ctx.dims, outs, ("loss_sum", "correct"))
-    loss = s["loss_sum"] / pairs
-    applied, gnorm = ctx.disc.step(loss)
+    u = ctx.disc.train_bt(_d_pack(ctx, batch, responses, n), pairs=batch.global_prompts * n)
     ctx.note("d_update")
-    return {"loss/d": loss, "d_acc/train_post": s["correct"] / pairs, "grad_norm/d": gnorm, "skipped/d": not applied}
+    return {"loss/d": u.loss, "d_acc/train_post": u.extra["correct"], "grad_norm/d": u.grad_norm, "skipped/d": u.skipped}
 
 
 def _sft_update(ctx: StepContext, batch: Batch) -> dict[str, Any]:
-    mbs = ctx.pack(batch.prompts, batch.teacher)
-    norm = global_token_count(mbs, ctx.dims.dp_group, ctx.dims.device)
-    outs = ctx.student.run(mbs, _sft_step(ctx.student.model, scaled_normalizer(norm, ctx.dims.dp, len(mbs))))
-    loss = stage_sums(ctx.dims, outs, ("nll_sum",))["nll_sum"] / norm.clamp(min=1)
-    applied, gnorm = ctx.student.step(loss)
+    u = ctx.student.train_sft(ctx.pack(batch.prompts, batch.teacher))
     ctx.note("g_sft_update")
-    return {"loss/g_ce": loss, "grad_norm/g": gnorm, "skipped/g": not applied}
+    return {"loss/g_ce": u.loss, "grad_norm/g": u.grad_norm, "skipped/g": u.skipped}
 
 
 def _grpo_update(ctx: StepContext, prompts, responses, adv_S: torch.Tensor, old, ref) -> dict[str, Any]:
     mbs = ctx.pack(prompts, responses, per_token={
         "adv": [adv_S[i].expand(len(r)) for i, r in enumerate(responses)], "old": old, "ref": ref})
-    norm = global_token_count(mbs, ctx.dims.dp_group, ctx.dims.device).clamp(min=1)
-    outs = ctx.student.run(mbs, _grpo_step(ctx.student.model, scaled_normalizer(norm, ctx.dims.dp, len(mbs)), ctx.stages))
-    s = stage_sums(ctx.dims, outs, ("pg_sum", "kl", "clip_frac", "entropy", "ratio"))
-    loss = s["pg_sum"] / norm
-    applied, gnorm = ctx.student.step(loss)
+    u = ctx.student.train_grpo(mbs, gad=ctx.stages.gad, temperature=ctx.stages.temperature)
     ctx.note("g_update")
-    return {"loss/g_pg": loss, "grad_norm/g": gnorm, "skipped/g": not applied,
-            **{k: s[k] / norm for k in ("kl", "clip_frac", "entropy", "ratio")}}
+    return {"loss/g_pg": u.loss, "grad_norm/g": u.grad_norm, "skipped/g": u.skipped, **u.extra}
 
 
 def _diagnostics(ctx: StepContext, batch: Batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN):
@@ -241,7 +164,7 @@ def _diagnostics(ctx: StepContext, batch: Batch, prompts, responses, old, d_teac
     with ctx.timed("diagnostics"):
         G, temp = ctx.student, ctx.stages.temperature
         mbs = ctx.pack(batch.prompts, batch.teacher)
-        lt = token_values(ctx.dims, mbs, G.run(mbs, _logprob_step(G.model, temp), forward_only=True), "logp", len(batch.prompts))
+        lt = G.token_logprobs(mbs, len(batch.prompts), temperature=temp)
         logS_t = torch.stack([x.sum() for x in lt])
         logS_s = torch.stack([x.sum() for x in old])
         return gad_diagnostics(ctx.oracle, batch.prompts, batch.teacher, prompts, responses, logS_s, logS_t,
@@ -292,14 +215,14 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
     with ctx.timed("scoring"):
         mbs = ctx.pack(prompts, responses)
         # 2. old log-probs under the current student (fused, no grad)
-        old = token_values(dims, mbs, G.run(mbs, _logprob_step(G.model, temp), forward_only=True), "logp", len(prompts))
+        old = G.token_logprobs(mbs, len(prompts), temperature=temp)
         ctx.note("old_logprobs")
         # 3. reference log-probs under the frozen warmup-end student
-        ref = token_values(dims, mbs, R.run(mbs, _logprob_step(R.model, temp), forward_only=True), "logp", len(prompts))
+        ref = R.token_logprobs(mbs, len(prompts), temperature=temp)
         ctx.note("ref_logprobs")
         # 4. D scores the samples (and the teacher replies) before its update
         dmbs = _d_pack(ctx, batch, responses, n)
-        scores_P1 = seq_values(dims, dmbs, D.run(dmbs, _score_step(D.model), forward_only=True), "scores", P * (n + 1))
+        scores_P1 = D.scores(dmbs, P * (n + 1))
         d_teacher_P, d_student_PN = scores_P1.view(P, n + 1)[:, 0], scores_P1.view(P, n + 1)[:, 1:]
         ctx.note("d_score")
         reward_PN = d_student_PN

@@ -21,14 +21,13 @@ from gadx.sampler.chunked import generate_in_chunks, release
 
 from . import checkpoint as ck
 from .data import Cursor
-from .engine import Player
+from .player import Player
 from .losses import pairwise_acc
 from .metrics import MetricsLogger, NonfiniteGuard, Progress, finish_row, host_values, length_drift
 from .gate import chance_warning, gate_decision
 from .oracle import Oracle, heldout_ceiling
-from .reduce import seq_values
 from .stages import CheckGate, DHealth, Done, NextStage, RunState, StagePlan, StartGad, TrainStep
-from .step import Batch, StepContext, _score_step, gad_step, seqkd_step, warmup_step
+from .step import Batch, StepContext, gad_step, seqkd_step, warmup_step
 from .stop import STOP, Boundary, Interrupted
 from .config import TrainConfig
 
@@ -188,7 +187,7 @@ class Run:
         seqs_p = [p for p in prompts for _ in range(k + 1)]
         seqs_r = [x for i, t in enumerate(teacher) for x in (t, *roll.responses[i * k : (i + 1) * k])]
         mbs = ctx.pack(seqs_p, seqs_r)
-        sc = seq_values(self.dims, mbs, self.D.run(mbs, _score_step(self.D.model), forward_only=True), "scores", len(seqs_r))
+        sc = self.D.scores(mbs, len(seqs_r))
         sc = sc.view(-1, k + 1)
         if not ceiling:
             return float(pairwise_acc(sc[:, 0], sc[:, 1:]))

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-EXPECTED_READS = ("train/engine.py", "megatron/core/optimizer/clip_grads.py", "plan/dryrun.py:")
+EXPECTED_READS = ("train/player.py", "megatron/core/optimizer/clip_grads.py", "plan/dryrun.py:")
 
 
 def _reads_ok(plan):
