@@ -90,8 +90,10 @@ def build_optimizer(chunks, *, lr: float, weight_decay: float = 0.01, clip_grad:
 
 
 class _Frozen(torch.nn.Module):
-    """Presents an un-wrapped GadxModel to the schedule the way DDP does: ``.config`` is the
-    megatron TransformerConfig (GadxModel.config is the ModelConfig) and ``.module`` the model."""
+    """Presents an un-wrapped GadxModel (a frozen model: reference policy, scoring) to the schedule
+    the way DDP does, without DDP's gradient buffers: ``.config`` is the megatron TransformerConfig
+    (GadxModel.config is the ModelConfig), ``.module`` the model, and ``set_input_tensor`` (a
+    pipeline stage's input) goes to it."""
 
     def __init__(self, model):
         super().__init__()
@@ -100,6 +102,9 @@ class _Frozen(torch.nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
+
+    def set_input_tensor(self, input_tensor) -> None:
+        self.module.set_input_tensor(input_tensor)
 
 
 def forward_backward(chunks, forward_step_func, data_iterator, *, num_microbatches: int, seq_length: int,

@@ -52,22 +52,6 @@ def scaled_normalizer(global_count: torch.Tensor, dp: int, num_microbatches: int
     return global_count.clamp(min=1.0) / (dp * num_microbatches)
 
 
-class _Frozen(torch.nn.Module):
-    """A forward-only chunk for megatron's schedule: what it reads off a DDP chunk (``config``,
-    ``set_input_tensor``, ``.module`` down to the GPTModel) without DDP's gradient buffers."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.module = model
-        self.config = model.gpt.config
-
-    def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
-
-    def set_input_tensor(self, input_tensor) -> None:
-        self.module.set_input_tensor(input_tensor)
-
-
 class Player:
     def __init__(self, model, *, lr: float = 0.0, weight_decay: float = 0.0, clip_grad: float = 0.0, trainable: bool = True):
         self.model = model
@@ -79,7 +63,7 @@ class Player:
         else:
             for p in model.parameters():
                 p.requires_grad_(False)
-            self.chunks = [_Frozen(model)]
+            self.chunks = [model]  # no DDP, no grad buffers: forward_backward presents it to the schedule
 
     # ---- the verbs ------------------------------------------------------------------------------
 
