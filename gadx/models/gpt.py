@@ -24,7 +24,6 @@ stages return their [T, B, H] activation for the schedule to send.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +33,9 @@ from gadx.models.config import ModelConfig
 from gadx.models.fp8 import FP8Config, check_fp8_shapes, resolve_fp8, transformer_config_kwargs
 from gadx.models.rope import rope_inv_freq  # noqa: F401 -- also used by the sampler, which must not import megatron
 from gadx.models.spec import layer_spec
+from gadx.models.vocab import padded_vocab_size, vocab_shard
 
 HEADS = ("lm", "score")
-
-
-def padded_vocab_size(vocab_size: int, tp: int) -> int:
-    return math.ceil(vocab_size / tp) * tp
 
 
 def positions_from_docs(doc_ids_BT: torch.Tensor) -> torch.Tensor:
@@ -179,9 +175,8 @@ class GadxModel(nn.Module):
     @property
     def vocab_range(self) -> tuple[int, int]:
         """[start, end) of the real token ids in this TP rank's head/embedding shard."""
-        v_local = padded_vocab_size(self.config.vocab_size, self.dims.tp) // self.dims.tp
-        start = self.dims.tp_rank * v_local
-        return min(start, self.config.vocab_size), min(start + v_local, self.config.vocab_size)
+        start, end, _ = vocab_shard(self.config.vocab_size, self.dims.tp_rank, self.dims.tp)
+        return start, end
 
     @property
     def head_weight(self) -> nn.Parameter:

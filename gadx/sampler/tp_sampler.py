@@ -34,6 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from gadx.models.config import ModelConfig
+from gadx.models.vocab import vocab_shard
 from gadx.sampler.decoder import Decoder, bind_weights, expected_shapes
 from gadx.sampler.engine import Rollout
 from gadx.sampler.kv_sampler import KVCacheSampler
@@ -48,12 +49,6 @@ _VOCAB_PARALLEL = ("model.embed_tokens.weight", "lm_head.weight")
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
-def vocab_shard(vocab_size: int, tp_rank: int, tp_size: int) -> tuple[int, int, int]:
-    """``(start, end, rows)``: the real ids ``[start, end)`` of rank ``tp_rank`` and its padded row
-    count ``ceil(V / tp)`` (megatron's split, as ``GadxModel.vocab_range``)."""
-    rows = -(-vocab_size // tp_size)
-    start = min(tp_rank * rows, vocab_size)
-    return start, min(start + rows, vocab_size), rows
 
 
 def local_config(cfg: ModelConfig, tp_size: int) -> ModelConfig:

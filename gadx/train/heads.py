@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from gadx import kernels
-from gadx.models.gpt import padded_vocab_size
+from gadx.models.vocab import padded_vocab_size
 
 
 def _shard(model) -> tuple[torch.Tensor, dict]:
