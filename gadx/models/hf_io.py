@@ -27,8 +27,7 @@ import torch.distributed as dist
 
 from gadx.models.config import ModelConfig
 from gadx.models.gpt import GadxModel, build_model, padded_vocab_size
-
-PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+from gadx.models.safetensors_folder import PICKLED, open_safetensors, weight_files
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
     "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
@@ -140,39 +139,6 @@ def _entries(model: GadxModel) -> list[Entry]:
 # ---- loading ----------------------------------------------------------------------------------
 
 
-def open_safetensors(file: Path):
-    """``safe_open`` with a one-line ValueError naming the file when it is corrupt or truncated
-    (safetensors' own error names neither the file nor the folder)."""
-    from safetensors import safe_open
-
-    try:
-        return safe_open(file, framework="pt")
-    except Exception as e:  # SafetensorError (a bare Exception subclass in older releases), OSError
-        raise ValueError(f"{file}: not a readable safetensors file ({' '.join(str(e).split())})") from None
-
-
-def _weight_files(folder: Path) -> dict[str, Path]:
-    """HF tensor name -> safetensors file, from the index or the single file."""
-    index = folder / "model.safetensors.index.json"
-    single = folder / "model.safetensors"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{index}: malformed safetensors index ({e!r})") from None
-        return {name: folder / f for name, f in weight_map.items()}
-    if single.is_file():
-        with open_safetensors(single) as f:
-            return {name: single for name in f.keys()}
-    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLED)
-    if pickled:
-        raise ValueError(
-            f"{folder}: found pickled weights {pickled}; gadx loads safetensors only "
-            "(convert with transformers: model.save_pretrained(out, safe_serialization=True))"
-        )
-    raise ValueError(f"{folder}: no model.safetensors or model.safetensors.index.json")
-
-
 def from_pretrained(path, *, dtype=torch.float32, head: str = "lm", parallel=None, use_te: bool = False,
                     fp8=None, seed: int = 0) -> GadxModel:
     """Build the model for this rank's TP/PP shard and load it from an HF folder
@@ -189,7 +155,7 @@ def from_pretrained(path, *, dtype=torch.float32, head: str = "lm", parallel=Non
     if not folder.is_dir():
         raise ValueError(f"{folder}: checkpoint folder not found")
     cfg = ModelConfig.from_pretrained(folder)
-    files = _weight_files(folder)
+    files = weight_files(folder)
     config_file = folder / "config.json"
     from gadx.parallel import current_parallel, init_parallel
 

@@ -4,43 +4,13 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from gadx.models.config import ModelConfig
+from gadx.models.safetensors_folder import load_safetensors  # also exported by gadx.sampler
 from gadx.sampler.kv_sampler import KVCacheSampler
-
-
-def load_safetensors(folder: str | Path) -> dict[str, torch.Tensor]:
-    """HF-named tensors from ``model.safetensors`` or the shards named in ``model.safetensors.index.json``."""
-    folder = Path(folder)
-    index = folder / "model.safetensors.index.json"
-    single = folder / "model.safetensors"
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, AttributeError) as e:
-            raise ValueError(f"{index}: malformed shard index ({e!r})") from None
-        files = [folder / s for s in shards]
-    elif single.is_file():
-        files = [single]
-    else:
-        pickled = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-        if pickled:
-            raise ValueError(f"{folder}: only pickled weights {pickled}; gadx loads safetensors only")
-        raise ValueError(f"{folder}: no model.safetensors or model.safetensors.index.json")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        if not f.is_file():
-            raise ValueError(f"{index}: shard {f.name} not found")
-        try:
-            state.update(load_file(str(f)))
-        except Exception as e:  # safetensors' error names no file
-            raise ValueError(f"{f}: not a readable safetensors file ({' '.join(str(e).split())})") from None
-    return state
 
 
 def from_pretrained(folder: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
