@@ -12,6 +12,8 @@ import csv
 import json
 from pathlib import Path
 
+from gadx.eval.table import table
+
 
 def _cell(m: dict, judged: bool) -> str:
     if not judged:
@@ -28,12 +30,7 @@ def format_table(results: dict) -> str:
     judged = any(res[m][s]["score"] is not None or res[m][s]["n_unparseable"] for m in models for s in suites)
 
     def block(title: str, cell) -> list[str]:
-        rows = [[title] + list(suites)] + [[m] + [cell(res[m][s]) for s in suites] for m in models]
-        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-        lines = ["  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
-                 for r in rows]
-        lines.insert(1, "-" * len(lines[0]))
-        return lines
+        return table([title] + list(suites), [[m] + [cell(res[m][s]) for s in suites] for m in models], style="text")
 
     lines = []
     if judged:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from gadx.eval.diagnostics import rouge_l_f1
+from gadx.eval.table import table
 from gadx.eval.generate import Answer, load_student, student_answers, teacher_answers
 from gadx.eval.suites import EvalPrompt, load_prompt_file
 
@@ -179,16 +180,16 @@ def evaluate(models: dict[str, str | Path], *, teacher: str | Path, data_dir: st
 def format_table(results: dict) -> str:
     """Markdown: one row per model; per set teacher log-lik/token, ROUGE-L vs teacher, mean length."""
     sets = list(results["sets"])
-    head = "| model | " + " | ".join(f"{SETS.get(s, s)}: LL/tok ↑ | R-L ↑ | len" for s in sets) + " |"
-    sep = "|---|" + "---:|" * (3 * len(sets))
-    lines = [head, sep]
+    head = ["model"] + [c for s in sets for c in (f"{SETS.get(s, s)}: LL/tok ↑", "R-L ↑", "len")]
+    rows = []
     for name, per in results["metrics"].items():
         cells = []
         for s in sets:
             m = per[s]
             rouge = "—" if name == TEACHER else f"{m['rougeL_vs_teacher']:.1f}"
             cells += [f"{m['teacher_ll_per_token']:.3f}", rouge, f"{m['len_mean']:.1f}"]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append([name, *cells])
+    lines = table(head, rows, right=[False] + [True] * (3 * len(sets)))
     n = ", ".join(f"{SETS.get(s, s)} {k}" for s, k in results["sets"].items())
     lines.append("")
     lines.append(f"Greedy answers, max {results['max_new_tokens']} new tokens; prompts: {n}. LL/tok: teacher "

@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 from gadx.eval.diagnostics import world_metrics
+from gadx.eval.table import table
 from gadx.sampler.chunked import generate_in_chunks, release
 
 from .sequences import encode_prompt
@@ -70,14 +71,14 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def format_table(agg) -> str:
-    head = ("| model | split | task acc | teacher-possible replies | teacher logp/token (of those) "
-            "| phrasing TV (lower better) | length (tokens) |")
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    head = ["model", "split", "task acc", "teacher-possible replies", "teacher logp/token (of those)",
+            "phrasing TV (lower better)", "length (tokens)"]
+    rows = []
     for row, splits in agg.items():
         for split, cols in splits.items():
             cells = [f"{cols[c][0]:.3f} ± {cols[c][1]:.3f}" if c != "len_tokens" else f"{cols[c][0]:.1f} ± {cols[c][1]:.1f}" for c in COLUMNS]
-            lines.append(f"| {row} | {split.replace('test_', '').upper()} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            rows.append([row, split.replace("test_", "").upper(), *cells])
+    return "\n".join(table(head, rows))
 
 
 def write_results(out_dir: Path, per_seed: list, summaries: list) -> str:
