@@ -109,13 +109,8 @@ def run_steps(cfg: TrainConfig, n_steps: int, *, student: str | Path, discrimina
 
 
 def _plot(out: Path) -> None:
-    import importlib.util
+    from .curves import plot
 
-    spec = importlib.util.spec_from_file_location("plot_curves", Path(__file__).resolve().parents[2] / "tools" / "plot_curves.py")
-    if spec is None or not Path(spec.origin).is_file():
-        return
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     files = sorted(out.glob("**/metrics.jsonl"))
     if files:
-        mod.plot(files, out / "curves.png")
+        plot(files, out / "curves.png")
