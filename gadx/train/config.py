@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 EMBEDDED = "embedded"
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
+DTYPES = ("float32", "bfloat16")  # model.dtype: torch dtype names
 
 
 @dataclass(kw_only=True)
