@@ -49,9 +49,8 @@ class ModelCfg:
 
 @dataclass(kw_only=True)
 class DiscriminatorCfg:
-    # "student": the student's initial weights (pretrained student) or its
-    # weights after SFT warmup (a from-scratch student, see toy-findings.md).
-    init: str = "student"
+    # D starts from the student: its initial weights (pretrained student) or its weights after the
+    # G-only SFT steps of warmup (a from-scratch student, see toy-findings.md), plus a fresh score head.
     from_scratch: bool | None = None  # None: True for the embedded student, False for a folder
 
 
