@@ -1,11 +1,11 @@
-"""Parallel state and the megatron glue: see state.py (init_parallel), train.py (DDP,
-optimizer, schedule), cpu_adapter.py (megatron-core on CPU), dist_ckpt.py (layout-changing
+"""Parallel state and the megatron glue: see state.py (init_parallel), schedule.py (DDP,
+optimizer, megatron's forward/backward schedule), cpu_adapter.py (megatron-core on CPU), dist_ckpt.py (layout-changing
 checkpoints) and gather.py (full HF weights for the rollout sampler)."""
 from gadx.parallel.cpu_adapter import cpu_device_mode
 from gadx.parallel.dist_ckpt import load_sharded, save_sharded
 from gadx.parallel.gather import gather_hf_state_dict
 from gadx.parallel.state import ParallelDims, current_parallel, destroy_parallel, init_parallel
-from gadx.parallel.train import build_optimizer, forward_backward, wrap_ddp
+from gadx.parallel.schedule import build_optimizer, forward_backward, wrap_ddp
 
 __all__ = [
     "ParallelDims",

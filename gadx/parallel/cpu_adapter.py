@@ -31,7 +31,7 @@ What is patched, and why (megatron-core 0.16.1, torch 2.13 CPU):
   identity and reports CPU float tensors under their CUDA type name. It is entered only
   around the calls that need it: model construction under PP (tied embeddings), DDP
   and optimizer construction, the forward/backward schedule and the optimizer step
-  (``gadx.parallel.train`` does this for the trainer). Model forward passes outside
+  (``gadx.parallel.schedule`` does this for the trainer). Model forward passes outside
   the schedule (sampling, scoring) run without it.
 
 Overhead (``python benchmarks/cpu_adapter_overhead.py``):
