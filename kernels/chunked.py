@@ -1,4 +1,4 @@
-"""The chunked head pass shared by every backend (path A of kernels.md).
+"""The chunked head pass shared by every backend (path A of docs/design/kernels.md).
 
 For each chunk of tokens (sized by a byte budget): one GEMM -> fp32 logits
 buffer [C, V]; row stats (Triton or torch); optional merge over a

@@ -1,4 +1,4 @@
-"""Fully fused no-grad token log-probs (path B of kernels.md): [T, V] never exists.
+"""Fully fused no-grad token log-probs (path B of docs/design/kernels.md): [T, V] never exists.
 
 Grid = (token blocks, vocab splits). A program computes logits tiles
 z = (h @ w^T) / temperature in registers (tl.dot over H), folds them into the

@@ -1,4 +1,4 @@
-"""Triton row kernels over one chunk of logits (path A of kernels.md).
+"""Triton row kernels over one chunk of logits (path A of docs/design/kernels.md).
 
 The chunk's logits come from one cuBLAS GEMM into an fp32 buffer; these
 kernels then stream it twice:

@@ -1,4 +1,4 @@
-"""GPU benchmark of the fused head + GRPO loss (the table of shared/design/kernels.md).
+"""GPU benchmark of the fused head + GRPO loss (the benchmark plan of docs/design/kernels.md).
 
     python tools/gpu_bench_kernels.py                      # all rows, one H100/H200, < 8 min
     python tools/gpu_bench_kernels.py --models qwen2.5-7b --tokens 8192 --providers eager,ours

@@ -50,7 +50,7 @@ class ModelCfg:
 @dataclass(kw_only=True)
 class DiscriminatorCfg:
     # D starts from the student: its initial weights (pretrained student) or its weights after the
-    # G-only SFT steps of warmup (a from-scratch student, see toy-findings.md), plus a fresh score head.
+    # G-only SFT steps of warmup (a from-scratch student, see docs/design/toy-findings.md), plus a fresh score head.
     from_scratch: bool | None = None  # None: True for the embedded student, False for a folder
 
 
