@@ -10,7 +10,7 @@ temperature 0.8, reference log-probs with a KL term (TRL ``beta=0.001``, gadx
 ``kl_coef=0.001``), a clipped policy-gradient loss, backward and an AdamW step
 (lr 1e-6, no weight decay, gradient clipping on), fp32, gradient checkpointing
 off. TRL gets a random-but-deterministic reward (a hash of the completion ids):
-a constant reward would zero every advantage (pitfalls.md) and leave only the
+a constant reward would zero every advantage (docs/design/pitfalls.md) and leave only the
 KL term, which costs the same compute but is not the step a user runs. gadx's
 reward is its discriminator; D's cost (scoring + Bradley-Terry update) is timed
 separately so "gadx step without D" compares like for like. gadx also computes

@@ -35,7 +35,7 @@ the entry script must be guarded by ``if __name__ == "__main__":`` and psutil mu
 installed. ``thread_count=1`` keeps the number of writer processes per rank at one. That
 helper is started by ``gadx.lifetime.checkpoint_results_queue`` so that it dies with the rank.
 
-Loading never runs code from the checkpoint folder (pitfalls.md, "Checkpoint files are
+Loading never runs code from the checkpoint folder (docs/design/pitfalls.md, "Checkpoint files are
 code"): torch's reader unpickles ``.metadata`` with plain ``pickle.load`` and the
 ``_extra_state`` objects inside ``*.distcp`` with ``torch.load(weights_only=False)``, and
 megatron's ``common.pt`` is a torch pickle. ``load_sharded`` reads ``.metadata`` through an

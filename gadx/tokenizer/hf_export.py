@@ -3,7 +3,7 @@
     save_hf_tokenizer(tok, "out/")    # tokenizer.json + tokenizer_config.json + special_tokens_map.json
     AutoTokenizer.from_pretrained("out/").encode(text, add_special_tokens=False) == tok.encode(text)
 
-Two traps this avoids (pitfalls.md): AutoTokenizer picks its class from the folder's
+Two traps this avoids (docs/design/pitfalls.md): AutoTokenizer picks its class from the folder's
 config.json model type (a qwen2 student -> Qwen2Tokenizer, which ignores a custom
 tokenizer.json's model and pipeline, without an error), and it cannot read gadx's
 sentencepiece ``tokenizer.model`` as a fast tokenizer. So the folder always gets a
