@@ -89,7 +89,7 @@ class StepContext:
 
 
 def _hidden(chunk, mb: MicroBatch) -> torch.Tensor:
-    return chunk(mb.input_ids_1T, mb.position_ids_1T, mb.doc_ids_1T)
+    return chunk(mb.input_ids_1T, mb.position_ids_1T, packed_seq_params=mb.packed)
 
 
 def _logprob_step(model, temperature: float):
