@@ -10,8 +10,11 @@
 Inside, activations are megatron's [T, B, H]. ``hidden`` runs the embedding and the decoder
 block (whose last stage applies the final RMSNorm) directly and never GPTModel's output
 layer, so no [B, T, V] logits copy is made; RoPE angles are computed here from position
-ids, so packed sequences (``doc_ids_BT``) restart positions per document and attend
-causally within their own document only.
+ids, so packed sequences restart positions per document and attend causally within their
+own document only: a packed row [1, T] travels as megatron's THD format with
+``packed_seq_params`` (``gadx.models.varlen``: cu_seqlens, no [T, T] mask), which the
+training micro-batches carry (``MicroBatch.packed``); ``doc_ids_BT`` is a convenience that
+builds them (reading the ids back to the host).
 
 Vocabulary: megatron shards the embedding/LM head rows over TP, so the vocab is padded to a
 multiple of TP (no padding at TP=1). ``head_weight`` is this rank's [V_local, H] shard;
@@ -34,6 +37,7 @@ from gadx.models.fp8 import FP8Config, check_fp8_shapes, resolve_fp8, transforme
 from gadx.models.rope import rope_inv_freq  # noqa: F401 -- also used by the sampler, which must not import megatron
 from gadx.models.spec import layer_spec
 from gadx.models.vocab import padded_vocab_size, vocab_shard
+from gadx.models.varlen import as_varlen, doc_lens_from_ids, doc_lens_of, varlen_params
 
 HEADS = ("lm", "score")
 
@@ -46,14 +50,6 @@ def positions_from_docs(doc_ids_BT: torch.Tensor) -> torch.Tensor:
     change_BT[:, 1:] = doc_ids_BT[:, 1:] != doc_ids_BT[:, :-1]
     start_BT = torch.where(change_BT, idx_BT, torch.zeros_like(idx_BT)).cummax(dim=1).values
     return idx_BT - start_BT
-
-
-def packed_mask(doc_ids_BT: torch.Tensor) -> torch.Tensor:
-    """megatron mask (True = blocked) [B,1,T,T]: causal within equal doc ids."""
-    T = doc_ids_BT.shape[1]
-    causal_TT = torch.ones(T, T, dtype=torch.bool, device=doc_ids_BT.device).tril()
-    same_BTT = doc_ids_BT[:, :, None] == doc_ids_BT[:, None, :]
-    return ~(same_BTT & causal_TT)[:, None]
 
 
 def transformer_config(cfg: ModelConfig, *, tp: int, pp: int, dtype: torch.dtype, init_weights: bool = True,
@@ -206,32 +202,51 @@ class GadxModel(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------
 
-    def forward(self, input_ids_BT, position_ids_BT=None, doc_ids_BT=None) -> torch.Tensor:
+    def forward(self, input_ids_BT, position_ids_BT=None, doc_ids_BT=None, packed_seq_params=None) -> torch.Tensor:
         """== ``hidden``: what megatron DDP / the schedule call on a chunk."""
-        return self.hidden(input_ids_BT, position_ids_BT, doc_ids_BT)
+        return self.hidden(input_ids_BT, position_ids_BT, doc_ids_BT, packed_seq_params=packed_seq_params)
 
     def _rope(self, position_ids_BT: torch.Tensor) -> torch.Tensor:
         # megatron's layout: [T, B, 1, D] angles, (freqs, freqs) concatenated (non-interleaved)
         freqs_BTd = position_ids_BT.to(torch.float32)[..., None] * self.inv_freq.float()
         return torch.cat((freqs_BTd, freqs_BTd), dim=-1).transpose(0, 1)[:, :, None, :]
 
-    def hidden(self, input_ids_BT, position_ids_BT=None, doc_ids_BT=None) -> torch.Tensor:
+    def hidden(self, input_ids_BT, position_ids_BT=None, doc_ids_BT=None, packed_seq_params=None) -> torch.Tensor:
+        """Final-normed hidden states [B,T,H] (non-last PP stages: the [T,B,H] activation).
+
+        Packed row (B = 1): ``packed_seq_params`` (megatron ``PackedSeqParams``, THD; see
+        gadx.models.varlen) or ``doc_ids_BT`` (equal ids = one document; read back to the
+        host to build the params). ``position_ids_BT`` default: restarting per document."""
         B, T = input_ids_BT.shape
-        mask = None
         if doc_ids_BT is not None:
-            mask = packed_mask(doc_ids_BT)
+            if packed_seq_params is not None:
+                raise ValueError("give doc_ids_BT or packed_seq_params, not both")
+            if B != 1:
+                raise ValueError(f"a packed row is one sequence of documents (batch 1), got doc_ids of shape {tuple(doc_ids_BT.shape)}")
+            packed_seq_params = varlen_params(doc_lens_from_ids(doc_ids_BT[0]), input_ids_BT.device)
             if position_ids_BT is None:
                 position_ids_BT = positions_from_docs(doc_ids_BT)
+        if packed_seq_params is not None:
+            if B != 1:
+                raise ValueError(f"packed_seq_params needs one packed row (batch 1), got input of shape {(B, T)}")
+            if position_ids_BT is None:
+                lens = doc_lens_of(packed_seq_params)
+                position_ids_BT = torch.cat([torch.arange(n) for n in lens]).to(input_ids_BT.device)[None]
         if position_ids_BT is None:
             position_ids_BT = torch.arange(T, device=input_ids_BT.device).expand(B, T)
+        rotary = self._rope(position_ids_BT)
+        if packed_seq_params is not None:
+            # RoPE moves into the core attention on the packed path (see gadx.models.varlen)
+            packed_seq_params, rotary = as_varlen(packed_seq_params, rotary_T11D=rotary), None
         emb_TBH = self.gpt.embedding(input_ids=input_ids_BT, position_ids=None) if self.gpt.pre_process else None
-        out_TBH = self.gpt.decoder(hidden_states=emb_TBH, attention_mask=mask, rotary_pos_emb=self._rope(position_ids_BT))
+        out_TBH = self.gpt.decoder(hidden_states=emb_TBH, attention_mask=None, rotary_pos_emb=rotary,
+                                   packed_seq_params=packed_seq_params)
         if not self.dims.is_last_stage:
             return out_TBH
         return out_TBH.transpose(0, 1)
 
-    def logits(self, input_ids_BT, position_ids_BT=None, doc_ids_BT=None) -> torch.Tensor:
-        return self.logits_from_hidden(self.hidden(input_ids_BT, position_ids_BT, doc_ids_BT))
+    def logits(self, input_ids_BT, position_ids_BT=None, doc_ids_BT=None, packed_seq_params=None) -> torch.Tensor:
+        return self.logits_from_hidden(self.hidden(input_ids_BT, position_ids_BT, doc_ids_BT, packed_seq_params))
 
     def logits_from_hidden(self, hidden_BTH) -> torch.Tensor:
         """Full-vocab logits [.., V] from last-stage hidden states (gathered over TP)."""

@@ -2,13 +2,15 @@
 
 ``layer_spec(use_te)`` returns the megatron ``ModuleSpec`` of one decoder layer.
 - ``use_te=True``: megatron's TE spec (fused norm+linear GEMMs, FP8-capable) with the core
-  attention replaced by ``SDPAttention`` too: TE's DotProductAttention under the causal mask
-  type does not take gadx's arbitrary packed-document masks. ValueError when
-  transformer_engine is not importable.
+  attention replaced by ``SDPAttention`` too, so both specs run the same attention code on
+  packed micro-batches (``gadx.models.varlen``: THD, cu_seqlens, no mask). TE's own
+  DotProductAttention is not used: gadx's packed path applies RoPE inside the core attention
+  (see varlen.py), which TE's module does not. UNVERIFIED without a GPU: the TE spec and the
+  flash-attn kernels are never run on this project's CPU machines; the CPU tests run the same
+  SDPAttention code on its per-document path. ValueError when transformer_engine is not
+  importable.
 - ``use_te=False``: megatron's local spec (ColumnParallelLinear / RowParallelLinear, torch
-  RMSNorm) with the core attention replaced by ``SDPAttention`` below, which runs
-  flash-attn on a GPU when installed and torch's scaled_dot_product_attention otherwise,
-  and takes an explicit boolean mask for packed sequences.
+  RMSNorm) with the core attention replaced by ``SDPAttention`` below.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 from megatron.core.transformer.module import MegatronModule
+
+from gadx.models.varlen import apply_rope, varlen_attention
 
 try:  # optional GPU kernel
     from flash_attn import flash_attn_func
@@ -31,9 +35,15 @@ def te_available() -> bool:
 class SDPAttention(MegatronModule):
     """Core attention with megatron's interface: q [Sq,B,Hq,D], k/v [Sk,B,Hkv,D] -> [Sq,B,Hq*D].
 
-    ``attention_mask`` is megatron's convention (True = masked out), broadcastable to
+    Packed micro-batches (``packed_seq_params``, megatron's THD format: q [T,Hq,D], k/v
+    [T,Hkv,D] -> [T,Hq*D]): causal attention within each document, no mask
+    (``gadx.models.varlen.varlen_attention``: flash-attn's varlen kernel on a GPU that has it,
+    per-document torch SDPA otherwise), after RoPE with the params' per-token angles.
+
+    Otherwise ``attention_mask`` is megatron's convention (True = masked out), broadcastable to
     [B,1,Sq,Sk]; None means causal, aligned to the end of the keys so a KV-cache decode
-    step (Sq < Sk) sees the whole prefix.
+    step (Sq < Sk) sees the whole prefix. flash-attn (``flash_attn_func``) runs when installed
+    on a GPU for the unmasked square case, torch's scaled_dot_product_attention otherwise.
     """
 
     def __init__(self, config, layer_number, attn_mask_type, attention_type, attention_dropout=None,
@@ -46,10 +56,12 @@ class SDPAttention(MegatronModule):
 
     def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
                 packed_seq_params=None):
-        assert packed_seq_params is None and attention_bias is None, "pass packed sequences as a mask"
+        assert attention_bias is None, "attention_bias is not supported"
+        dropout_p = self.dropout_p if self.training else 0.0
+        if packed_seq_params is not None:
+            return self._packed(query, key, value, attention_mask, packed_seq_params, dropout_p)
         sq, b, hq, d = query.shape
         sk = key.shape[0]
-        dropout_p = self.dropout_p if self.training else 0.0
         if (
             flash_attn_func is not None
             and query.is_cuda
@@ -78,6 +90,17 @@ class SDPAttention(MegatronModule):
             scale=self.softmax_scale, enable_gqa=hq != k_BHSD.shape[1],
         )
         return out_BHSD.permute(2, 0, 1, 3).reshape(sq, b, hq * d)
+
+    def _packed(self, q_THD, k_THD, v_THD, attention_mask, params, dropout_p):
+        if attention_mask is not None:
+            raise ValueError("packed sequences take no attention mask (the documents are in packed_seq_params)")
+        if params.qkv_format != "thd":
+            raise ValueError(f"packed_seq_params.qkv_format must be 'thd', got {params.qkv_format!r}")
+        rotary_T11D = getattr(params, "rotary_T11D", None)
+        if rotary_T11D is not None:
+            q_THD = apply_rope(q_THD, rotary_T11D, self.config)
+            k_THD = apply_rope(k_THD, rotary_T11D, self.config)
+        return varlen_attention(q_THD, k_THD, v_THD, params, softmax_scale=self.softmax_scale, dropout_p=dropout_p)
 
 
 def layer_spec(use_te: bool = False):

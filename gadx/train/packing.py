@@ -12,7 +12,7 @@ host. Nothing here reads a device value back (no host sync inside a step).
 
 Each micro-batch is one row ``[1, T]`` of concatenated sequences (no padding
 between them): ``doc_ids`` tell attention where sequences start, positions
-restart per sequence, ``targets[t]`` is the next token of the same sequence and
+restart per sequence (``packed``: megatron THD params for attention, no [T, T] mask), ``targets[t]`` is the next token of the same sequence and
 ``mask[t]`` is 1 exactly where that target is a response token (so the loss
 covers responses only). ``last_idx`` is where D reads each sequence's score.
 Bins are filled first-fit in decreasing length, so the split of a batch into
@@ -21,6 +21,7 @@ micro-batches depends only on lengths and the budget.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -41,6 +42,9 @@ class MicroBatch:
     per_token: dict[str, torch.Tensor] = field(default_factory=dict)  # [T], zero off the mask
     per_seq: dict[str, torch.Tensor] = field(default_factory=dict)  # [N]
     index: dict[str, torch.Tensor] = field(default_factory=dict)  # device index tensors a loss needs, built on the host
+    # attention's view of the row: megatron THD params (cu_seqlens over the documents, the padding
+    # included), built from host lengths; the model forward takes it instead of a [T, T] mask
+    packed: Any = None  # gadx.models.varlen.VarlenParams
 
     @property
     def num_tokens(self) -> int:
@@ -96,6 +100,8 @@ def pack(
         keys = list(members)
         gbins = plan_bins([sum(lengths[i] for i in members[k]) for k in keys], budget, "group")
         plan = [sorted(i for b in gb for i in members[keys[b]]) for gb in gbins]
+    from gadx.models.varlen import varlen_params  # megatron: imported when packing, not with the module
+
     device = torch.device(device)
     out = []
     for idx in plan:
@@ -115,9 +121,12 @@ def pack(
             msk += resp_mask
             last.append(start + n - 1)
             spans.append((start + len(p) - 1, len(r)))
+        doc_lens = [len(prompts[i]) + len(responses[i]) for i in idx]
         if pad_to:
             assert len(ids) <= pad_to
             n_pad = pad_to - len(ids)
+            if n_pad:
+                doc_lens.append(n_pad)
             ids += [0] * n_pad
             pos += range(n_pad)
             doc += [len(idx)] * n_pad
@@ -156,6 +165,7 @@ def pack(
                 num_groups=n_groups,
                 per_token=tok_vals,
                 per_seq=seq_ps,
+                packed=varlen_params(doc_lens, device),
             )
         )
     return out

@@ -179,7 +179,7 @@ def full_hf_state(model) -> dict[str, torch.Tensor]:
 
 
 def _hidden(chunk, mb: MicroBatch) -> torch.Tensor:
-    return chunk(mb.input_ids_1T, mb.position_ids_1T, mb.doc_ids_1T)
+    return chunk(mb.input_ids_1T, mb.position_ids_1T, packed_seq_params=mb.packed)
 
 
 def _logprob_step(model, temperature: float):
