@@ -284,9 +284,10 @@ def _torch_kernels():
 @contextlib.contextmanager
 def _math_attention(device):
     """Real tensors, with the attention kernel the fake device runs: SDPA's math path (bmm,
-    softmax, bmm; the [B, H, T, T] scores materialised), so a comparison measures the tracker,
-    not a kernel choice. It is also what a GPU runs for gadx's packed masks with GQA (flash
-    takes no mask, the memory-efficient kernel no GQA)."""
+    softmax, bmm; each packed document's [H, L, L] scores materialised: gadx's CPU / no-flash-attn
+    path, gadx.models.varlen), so a comparison measures the tracker, not a kernel choice. A GPU
+    with flash-attn runs its varlen kernel instead and holds no scores: there the plan's
+    attention activations are an upper bound."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     with sdpa_kernel(SDPBackend.MATH):
