@@ -334,6 +334,7 @@ def build_model(cfg: ModelConfig, *, head: str = "lm", parallel=None, dtype=torc
         score.bias.requires_grad_(False)
         gpt.score_head = score
     model = GadxModel(gpt.to(dims.device), cfg, head, dims)
+    model.perf = perf or PerfConfig()  # wrap_ddp reads the DDP-side switches from here
     model.token_multiple = token_multiple(tp=dims.tp, sequence_parallel=tcfg.sequence_parallel, fp8=fp8_cfg is not None)
     _zero_vocab_padding(model)
     return model

@@ -38,6 +38,9 @@ class PerfConfig:
     recompute_num_layers: int = 1
     sequence_parallel: bool = False
     fusions: str = "auto"
+    # megatron DDP's overlap_grad_reduce (gradient reduce-scatter per bucket while backward runs);
+    # read by gadx.parallel.wrap_ddp. "auto": on with CUDA (NCCL), off on CPU (gloo)
+    overlap_grad_reduce: str = "auto"
 
     def __post_init__(self) -> None:
         if self.recompute not in RECOMPUTE:
@@ -46,8 +49,9 @@ class PerfConfig:
             raise ValueError(f"recompute_method must be one of {RECOMPUTE_METHODS}, got {self.recompute_method!r}")
         if not isinstance(self.recompute_num_layers, int) or self.recompute_num_layers < 1:
             raise ValueError(f"recompute_num_layers must be an int >= 1, got {self.recompute_num_layers!r}")
-        if self.fusions not in SWITCHES:
-            raise ValueError(f"fusions must be one of {SWITCHES}, got {self.fusions!r}")
+        for name in ("fusions", "overlap_grad_reduce"):
+            if getattr(self, name) not in SWITCHES:
+                raise ValueError(f"{name} must be one of {SWITCHES}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,11 @@ class Kernels:
 
         return cls(cuda=torch.cuda.is_available(), te=has("transformer_engine"),
                    apex_wgrad=has("fused_weight_gradient_mlp_cuda"))
+
+
+def switch_on(mode: str, *, cuda: bool) -> bool:
+    """An "auto" | "on" | "off" switch whose auto means: on with CUDA."""
+    return mode == "on" or (mode == "auto" and cuda)
 
 
 def fusion_plan(mode: str, *, use_te: bool, kernels: Kernels) -> dict[str, bool]:
@@ -90,6 +99,8 @@ def fusion_plan(mode: str, *, use_te: bool, kernels: Kernels) -> dict[str, bool]
         return dict.fromkeys(want, False)
     if mode == "on":
         missing = [k for k, ok in want.items() if not ok]
+        if not grad_accum_fusion_available(use_te=use_te, kernels=kernels):
+            missing.append("gradient_accumulation_fusion")
         if missing:
             raise ValueError(f"fusions='on' but {missing} cannot run here (cuda={kernels.cuda}, "
                              f"transformer_engine={kernels.te}): use fusions='auto' to skip them")

@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 
 from gadx.models import ModelConfig, build_model
+from gadx.train.config import perf_config
 from gadx.sampler.engine import Rollout
 
 from .memory import PhaseMemory
@@ -363,7 +364,7 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                 def build(head, seed):
                     with _gpu_init(fake):
                         return build_model(mcfg, head=head, parallel=dims, dtype=dtype, seed=seed,
-                                           use_te=cfg.model.use_te, fp8=cfg.model.fp8 or None)
+                                           use_te=cfg.model.use_te, fp8=cfg.model.fp8 or None, perf=perf_config(cfg))
 
                 class TrackedPlayer(Player):
                     """Player with the loss entry/exit marks and the host-read bridge around step()."""
