@@ -56,7 +56,7 @@ def enable_grad_accum_fusion(model, kernels: Kernels | None = None) -> int:
 
 
 def wrap_ddp(models, *, grad_reduce_in_fp32: bool = True, use_distributed_optimizer: bool = True,
-             overlap_grad_reduce: bool | None = None) -> list:
+             overlap_grad_reduce: bool | None = None, bucket_size: int | None = None) -> list:
     """Wrap each GadxModel (one per virtual pipeline chunk) in megatron DDP.
 
     ``overlap_grad_reduce`` None: the models' ``perf.overlap_grad_reduce`` (gadx.models.perf;
@@ -75,6 +75,7 @@ def wrap_ddp(models, *, grad_reduce_in_fp32: bool = True, use_distributed_optimi
         grad_reduce_in_fp32=grad_reduce_in_fp32,
         overlap_grad_reduce=overlap_grad_reduce,
         use_distributed_optimizer=use_distributed_optimizer,
+        bucket_size=bucket_size,  # None: megatron's default (40M elements with overlap, else one bucket)
     )
     with cpu_device_mode():
         chunks = [

@@ -89,11 +89,45 @@ def run(sp: bool, state: dict | None, dims) -> tuple[dict, dict]:
     return out, saved
 
 
+def overlap(dims) -> dict:
+    """DP=2: DDP with overlap_grad_reduce on (each bucket's reduce issued during backward) against
+    off, each rank its own micro-batches; the reduced gradients."""
+    out = {}
+    state = None
+    for mode in ("off", "on"):
+        torch.manual_seed(0)
+        g = build_model(CFG, parallel=dims, perf=PerfConfig(overlap_grad_reduce=mode))
+        if state is None:
+            state = {k: v.clone() if torch.is_tensor(v) else v for k, v in g.state_dict().items()}
+        else:
+            g.load_state_dict(state)
+        # small buckets so that several reduce while backward still runs; all-reduce (no distributed
+        # optimizer) so that every gradient element is reduced and comparable (after a reduce-scatter
+        # only each rank's own shard is, and the shards depend on the bucket layout)
+        chunks = wrap_ddp([g], bucket_size=5000, use_distributed_optimizer=False)
+        out[f"ddp_{mode}"] = chunks[0].ddp_config.overlap_grad_reduce
+
+        def fs(it, chunk, g=g):
+            mb = next(it)
+            h = chunk(mb["ids"], None, mb["docs"])
+            def loss_func(h_1TH):
+                loss = heads.nll_sum(g, h_1TH[0], mb["targets"], mb["mask"]) / 50
+                return loss, {"loss": loss.detach()}
+            return h, loss_func
+
+        mbs = [MBS[dims.rank], MBS[2]]
+        forward_backward(chunks, fs, iter(mbs), num_microbatches=2, seq_length=21, micro_batch_size=1)
+        out[f"grads_{mode}"] = {k: p.main_grad.clone() for k, p in g.named_parameters() if p.requires_grad}
+    return out
+
+
 def main(out_dir: str) -> None:
     dims = init_parallel(2, 1)
     base, state = run(False, None, dims)
     sp, _ = run(True, state, dims)
-    torch.save({"base": base, "sp": sp}, Path(out_dir) / f"rank{dims.rank}.pt")
+    destroy_parallel(keep_process_group=True)
+    ov = overlap(init_parallel(1, 1))
+    torch.save({"base": base, "sp": sp, "overlap": ov}, Path(out_dir) / f"rank{dims.rank}.pt")
     destroy_parallel()
 
 
