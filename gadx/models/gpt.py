@@ -34,7 +34,9 @@ from torch import nn
 
 from gadx.models.config import ModelConfig
 from gadx.models.fp8 import FP8Config, check_fp8_shapes, resolve_fp8, transformer_config_kwargs
+from gadx.models.perf import Kernels, PerfConfig, fusion_plan, recompute_kwargs, token_multiple
 from gadx.models.rope import rope_inv_freq  # noqa: F401 -- also used by the sampler, which must not import megatron
+from gadx.models.sp import gather_hidden, pad_tokens, sp_block_spec
 from gadx.models.spec import layer_spec
 from gadx.models.vocab import padded_vocab_size, vocab_shard
 from gadx.models.varlen import as_varlen, doc_lens_from_ids, doc_lens_of, varlen_params
@@ -53,11 +55,15 @@ def positions_from_docs(doc_ids_BT: torch.Tensor) -> torch.Tensor:
 
 
 def transformer_config(cfg: ModelConfig, *, tp: int, pp: int, dtype: torch.dtype, init_weights: bool = True,
-                       fp8: FP8Config | None = None):
+                       fp8: FP8Config | None = None, perf: PerfConfig | None = None, use_te: bool = False,
+                       kernels: Kernels | None = None):
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     if cfg.num_layers % pp:
         raise ValueError(f"pipeline parallel size {pp} does not divide num_layers={cfg.num_layers}")
+    perf = perf or PerfConfig()
+    # fused kernels where they can run (gadx.models.perf): all off on CPU
+    fusions = fusion_plan(perf.fusions, use_te=use_te, kernels=kernels or Kernels.detect())
     return TransformerConfig(
         num_layers=cfg.num_layers,
         hidden_size=cfg.hidden_size,
@@ -80,12 +86,11 @@ def transformer_config(cfg: ModelConfig, *, tp: int, pp: int, dtype: torch.dtype
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu_initialization=not torch.cuda.is_available(),
-        gradient_accumulation_fusion=False,
-        bias_activation_fusion=False,
-        bias_dropout_fusion=False,
-        masked_softmax_fusion=False,
+        gradient_accumulation_fusion=False,  # gadx.parallel.wrap_ddp turns it on for DDP-trained models
         persist_layer_norm=False,
-        apply_rope_fusion=False,
+        **fusions,
+        sequence_parallel=perf.sequence_parallel and tp > 1,
+        **recompute_kwargs(perf, cfg.num_layers // pp),
         # Pipeline p2p as separate isend/irecv pairs, not one batch_isend_irecv: megatron's
         # batched path gives wrong activations from the second micro-batch on under interleaved
         # PP (megatron-core issues 750 / 1450). gadx runs one model chunk per stage (no virtual
@@ -211,12 +216,17 @@ class GadxModel(nn.Module):
         freqs_BTd = position_ids_BT.to(torch.float32)[..., None] * self.inv_freq.float()
         return torch.cat((freqs_BTd, freqs_BTd), dim=-1).transpose(0, 1)[:, :, None, :]
 
+    token_multiple = 1  # token counts the layers need a multiple of (sequence parallelism, FP8); build_model sets it
+
     def hidden(self, input_ids_BT, position_ids_BT=None, doc_ids_BT=None, packed_seq_params=None) -> torch.Tensor:
         """Final-normed hidden states [B,T,H] (non-last PP stages: the [T,B,H] activation).
 
         Packed row (B = 1): ``packed_seq_params`` (megatron ``PackedSeqParams``, THD; see
         gadx.models.varlen) or ``doc_ids_BT`` (equal ids = one document; read back to the
-        host to build the params). ``position_ids_BT`` default: restarting per document."""
+        host to build the params). ``position_ids_BT`` default: restarting per document.
+        A row whose length is not a multiple of ``token_multiple`` is padded at the end with a
+        document of its own (no real token attends to it) and the padding sliced off again."""
+        T_in = input_ids_BT.shape[1]
         B, T = input_ids_BT.shape
         if doc_ids_BT is not None:
             if packed_seq_params is not None:
@@ -232,6 +242,17 @@ class GadxModel(nn.Module):
             if position_ids_BT is None:
                 lens = doc_lens_of(packed_seq_params)
                 position_ids_BT = torch.cat([torch.arange(n) for n in lens]).to(input_ids_BT.device)[None]
+        if T_in % self.token_multiple:  # pad at the end, sliced off below (gadx.models.sp)
+            if self.dims.pp > 1:
+                raise ValueError(f"{T_in} tokens per micro-batch under pipeline parallelism must be a multiple of "
+                                 f"{self.token_multiple} (sequence parallelism splits them over TP; FP8 needs 16 per rank)")
+            if position_ids_BT is None:
+                position_ids_BT = torch.arange(T, device=input_ids_BT.device).expand(B, T)
+            input_ids_BT, position_ids_BT, _, _ = pad_tokens(input_ids_BT, position_ids_BT, None, self.token_multiple)
+            if packed_seq_params is not None:  # the padding is one more document
+                pad_doc = input_ids_BT.shape[1] - T_in
+                packed_seq_params = varlen_params(doc_lens_of(packed_seq_params) + [pad_doc], input_ids_BT.device)
+            B, T = input_ids_BT.shape
         if position_ids_BT is None:
             position_ids_BT = torch.arange(T, device=input_ids_BT.device).expand(B, T)
         rotary = self._rope(position_ids_BT)
@@ -243,7 +264,9 @@ class GadxModel(nn.Module):
                                    packed_seq_params=packed_seq_params)
         if not self.dims.is_last_stage:
             return out_TBH
-        return out_TBH.transpose(0, 1)
+        if self.gpt.config.sequence_parallel:  # [T/TP, B, H] -> [T, B, H] for the heads (why: gadx.models.sp)
+            out_TBH = gather_hidden(out_TBH, self.dims.tp_group)
+        return out_TBH.transpose(0, 1)[:, :T_in]
 
     def logits(self, input_ids_BT, position_ids_BT=None, doc_ids_BT=None, packed_seq_params=None) -> torch.Tensor:
         return self.logits_from_hidden(self.hidden(input_ids_BT, position_ids_BT, doc_ids_BT, packed_seq_params))
@@ -281,7 +304,8 @@ class GadxModel(nn.Module):
 
 
 def build_model(cfg: ModelConfig, *, head: str = "lm", parallel=None, dtype=torch.float32,
-                use_te: bool = False, fp8=None, seed: int = 0, init_weights: bool = True) -> GadxModel:
+                use_te: bool = False, fp8=None, seed: int = 0, init_weights: bool = True,
+                perf: PerfConfig | None = None) -> GadxModel:
     """Randomly initialised model for this rank's TP/PP shard.
 
     ``use_te``: Transformer Engine layer spec (GPU). ``fp8``: None, a recipe name
@@ -292,6 +316,7 @@ def build_model(cfg: ModelConfig, *, head: str = "lm", parallel=None, dtype=torc
     a single-process TP=PP=1 state. ``seed`` seeds the discriminator head's initialisation
     (always initialised). ``init_weights=False`` leaves the backbone uninitialised for a
     checkpoint to fill (``from_pretrained``), skipping megatron's slow CPU init.
+    ``perf``: recompute, sequence parallelism and fused kernels (``gadx.models.perf``).
     """
     from megatron.core.models.gpt import GPTModel
 
@@ -306,12 +331,16 @@ def build_model(cfg: ModelConfig, *, head: str = "lm", parallel=None, dtype=torc
     cfg.check_parallel(dims.tp)
     if fp8_cfg is not None:
         check_fp8_shapes(cfg, dims.tp)
-    tcfg = transformer_config(cfg, tp=dims.tp, pp=dims.pp, dtype=dtype, init_weights=init_weights, fp8=fp8_cfg)
+    tcfg = transformer_config(cfg, tp=dims.tp, pp=dims.pp, dtype=dtype, init_weights=init_weights, fp8=fp8_cfg,
+                              perf=perf, use_te=use_te)
+    spec = layer_spec(use_te)
+    if tcfg.sequence_parallel and not use_te:  # the local spec's torch norms refuse SP
+        spec = sp_block_spec(spec, cfg.num_layers // dims.pp)
     tied = cfg.tie_embeddings and head == "lm"
     with cpu_adapter.cpu_device_mode():  # tied embeddings under PP call Tensor.cuda()
         gpt = GPTModel(
             config=tcfg,
-            transformer_layer_spec=layer_spec(use_te),
+            transformer_layer_spec=spec,
             vocab_size=padded_vocab_size(cfg.vocab_size, dims.tp),
             max_sequence_length=cfg.max_position_embeddings,
             pre_process=dims.is_first_stage,
@@ -333,6 +362,8 @@ def build_model(cfg: ModelConfig, *, head: str = "lm", parallel=None, dtype=torc
         score.bias.requires_grad_(False)
         gpt.score_head = score
     model = GadxModel(gpt.to(dims.device), cfg, head, dims)
+    model.perf = perf or PerfConfig()  # wrap_ddp reads the DDP-side switches from here
+    model.token_multiple = token_multiple(tp=dims.tp, sequence_parallel=tcfg.sequence_parallel, fp8=fp8_cfg is not None)
     _zero_vocab_padding(model)
     return model
 

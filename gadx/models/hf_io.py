@@ -140,9 +140,9 @@ def _entries(model: GadxModel) -> list[Entry]:
 
 
 def from_pretrained(path, *, dtype=torch.float32, head: str = "lm", parallel=None, use_te: bool = False,
-                    fp8=None, seed: int = 0) -> GadxModel:
+                    fp8=None, seed: int = 0, perf=None) -> GadxModel:
     """Build the model for this rank's TP/PP shard and load it from an HF folder
-    (``use_te`` / ``fp8`` as in ``build_model``)."""
+    (``use_te`` / ``fp8`` / ``perf`` as in ``build_model``)."""
     from gadx.models.fp8 import resolve_fp8
 
     resolve_fp8(fp8, use_te=use_te)  # refuse an impossible fp8 before reading anything
@@ -167,7 +167,7 @@ def from_pretrained(path, *, dtype=torch.float32, head: str = "lm", parallel=Non
     except ValueError as e:
         raise ValueError(f"{config_file}: {e}") from None
     model = build_model(cfg, head=head, parallel=dims, dtype=dtype, use_te=use_te, fp8=fp8, seed=seed,
-                        init_weights=False)
+                        init_weights=False, perf=perf)
     model.source_folder = folder
 
     handles = {}

@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 
 from gadx.models import ModelConfig, build_model
+from gadx.train.config import perf_config
 from gadx.sampler.engine import Rollout
 
 from .memory import PhaseMemory
@@ -259,9 +260,40 @@ def _megatron_bridges():
     orig = clip_grads.l2_norm_impl, pgb._coalescing_manager
     clip_grads.l2_norm_impl, pgb._coalescing_manager = l2_norm, uncoalesced
     try:
-        yield
+        with _recompute_constants():
+            yield
     finally:
         clip_grads.l2_norm_impl, pgb._coalescing_manager = orig
+
+
+@contextlib.contextmanager
+def _recompute_constants():
+    """megatron's selective recompute passes the attention mask type through its (reentrant)
+    checkpoint as a 1-element tensor and reads it back with ``.item()`` when backward re-runs the
+    core attention: a fake tensor has no value to read then. Inside the plan the same recompute
+    (the core attention's inputs kept, the core re-run in backward) goes through torch's
+    non-reentrant checkpoint with the mask type as a Python value: the memory is the same."""
+    from torch.utils.checkpoint import checkpoint
+
+    from megatron.core.transformer.attention import Attention
+
+    orig = Attention._checkpointed_attention_forward
+
+    def checkpointed(self, query, key, value, attention_mask, rotary_pos_emb=None, attn_mask_type=None,
+                     attention_bias=None, packed_seq_params=None):
+        mask_type = self.attn_mask_type if attn_mask_type is None else attn_mask_type
+
+        def core(q, k, v, m):
+            return self.core_attention(q, k, v, m, attn_mask_type=mask_type, attention_bias=attention_bias,
+                                       packed_seq_params=packed_seq_params)
+
+        return checkpoint(core, query, key, value, attention_mask, use_reentrant=False)
+
+    Attention._checkpointed_attention_forward = checkpointed
+    try:
+        yield
+    finally:
+        Attention._checkpointed_attention_forward = orig
 
 
 @contextlib.contextmanager
@@ -364,7 +396,7 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                 def build(head, seed):
                     with _gpu_init(fake):
                         return build_model(mcfg, head=head, parallel=dims, dtype=dtype, seed=seed,
-                                           use_te=cfg.model.use_te, fp8=cfg.model.fp8 or None)
+                                           use_te=cfg.model.use_te, fp8=cfg.model.fp8 or None, perf=perf_config(cfg))
 
                 class TrackedPlayer(Player):
                     """Player with the loss entry/exit marks and the host-read bridge around step()."""

@@ -45,6 +45,15 @@ class ModelCfg:
     dtype: str = "float32"
     use_te: bool = False  # Transformer Engine layer spec (GPU); a clear error when TE is absent
     fp8: str = ""  # "" = off, or a gadx.models.fp8 recipe ("tensorwise", "delayed", ...); needs use_te
+    # Activation recompute (gadx.models.perf): "none", "selective" (the attention core re-run in
+    # backward), "full" (whole layers re-run: chunks of recompute_num_layers with method "uniform",
+    # or the first recompute_num_layers layers of each pipeline stage with "block")
+    recompute: str = "none"
+    recompute_method: str = "uniform"
+    recompute_num_layers: int = 1
+    # megatron's fused kernels: "auto" (each where it can run: GPU, + TE / Apex for some; all off on
+    # CPU), "off", or "on" (ValueError at build naming any that cannot run). docs/distributed.md
+    fusions: str = "auto"
 
 
 @dataclass(kw_only=True)
@@ -177,6 +186,12 @@ class ParallelCfg:
     # layout-independent samples) or "sharded" (gadx.sampler.TPKVCacheSampler decodes on each
     # rank's shard and samples vocab-parallel: no full copy, no [B, V] gather; needs pp=1)
     rollout: str = "gathered"
+    # megatron sequence parallelism with TP > 1 (activations outside the TP regions split along the
+    # sequence over the TP ranks; no effect at tp=1). Micro-batches are padded to a multiple of tp;
+    # under pp > 1, micro_batch_tokens must be one
+    sequence_parallel: bool = False
+    # DDP gradient reduce-scatter overlapped with backward: "auto" (on with CUDA), "on", "off"
+    overlap_grad_reduce: str = "auto"
 
 
 @dataclass(kw_only=True)
@@ -399,6 +414,37 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
     if m.fp8 and not m.use_te:
         raise ValueError(f"model.fp8={m.fp8!r} needs model.use_te=true (FP8 runs through Transformer Engine layers)")
+    _check_perf(cfg)
+
+
+def _check_perf(cfg: TrainConfig) -> None:
+    from gadx.models.perf import RECOMPUTE, RECOMPUTE_METHODS, SWITCHES, token_multiple
+
+    m, p = cfg.model, cfg.parallel
+    for key, value, allowed in (("model.recompute", m.recompute, RECOMPUTE),
+                                ("model.recompute_method", m.recompute_method, RECOMPUTE_METHODS),
+                                ("model.fusions", m.fusions, SWITCHES),
+                                ("parallel.overlap_grad_reduce", p.overlap_grad_reduce, SWITCHES)):
+        if value not in allowed:
+            raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
+    if m.recompute_num_layers < 1:
+        raise ValueError(f"model.recompute_num_layers must be >= 1, got {m.recompute_num_layers}")
+    multiple = token_multiple(tp=p.tp, sequence_parallel=p.sequence_parallel, fp8=bool(m.fp8))
+    if p.pp > 1 and p.micro_batch_tokens % multiple:
+        # PP sends fixed [T/TP, B, H] activations: the budget itself must split evenly (no padding)
+        raise ValueError(f"parallel.micro_batch_tokens={p.micro_batch_tokens} must be a multiple of {multiple} "
+                         f"under pipeline parallelism with parallel.tp={p.tp}, sequence_parallel={p.sequence_parallel}, "
+                         f"model.fp8={m.fp8!r}")
+
+
+def perf_config(cfg: TrainConfig):
+    """The model-side levers of ``cfg`` as a gadx.models.perf.PerfConfig (for build_model)."""
+    from gadx.models.perf import PerfConfig
+
+    m, p = cfg.model, cfg.parallel
+    return PerfConfig(recompute=m.recompute, recompute_method=m.recompute_method,
+                      recompute_num_layers=m.recompute_num_layers, sequence_parallel=p.sequence_parallel,
+                      fusions=m.fusions, overlap_grad_reduce=p.overlap_grad_reduce)
 
 
 def sft_lr(s: StagesCfg, base: float, step: int, total: int) -> float:

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from gadx.models import ModelConfig, build_model
 from gadx.parallel import init_parallel
 
-from .config import EMBEDDED, TrainConfig, check_divisible
+from .config import EMBEDDED, TrainConfig, check_divisible, perf_config
 from .data import Sample, load_samples
 from .sequences import encode_prompt, encode_teacher_reply
 
@@ -139,14 +139,15 @@ class Env:
         """A randomly initialised student-shaped model at the configured dtype / TE / FP8."""
         m = self.cfg.model
         return build_model(self.model_cfg, head=head, parallel=self.dims, seed=seed, dtype=self.dtype,
-                           use_te=m.use_te, fp8=m.fp8 or None)
+                           use_te=m.use_te, fp8=m.fp8 or None, perf=perf_config(self.cfg))
 
     def load(self, path: str | Path, head: str = "lm"):
         """A model loaded from an HF folder at the configured dtype / TE / FP8."""
         from gadx.models import from_pretrained
 
         m = self.cfg.model
-        return from_pretrained(path, head=head, parallel=self.dims, dtype=self.dtype, use_te=m.use_te, fp8=m.fp8 or None)
+        return from_pretrained(path, head=head, parallel=self.dims, dtype=self.dtype, use_te=m.use_te, fp8=m.fp8 or None,
+                               perf=perf_config(self.cfg))
 
     def initial_student_state(self) -> dict[str, torch.Tensor]:
         """The student's starting weights (same for every run of a seed): a folder's, or a seeded random init."""
