@@ -34,7 +34,7 @@ from torch import nn
 
 from gadx.models.config import ModelConfig
 from gadx.models.fp8 import FP8Config, check_fp8_shapes, resolve_fp8, transformer_config_kwargs
-from gadx.models.perf import Kernels, PerfConfig, fusion_plan, recompute_kwargs, token_multiple
+from gadx.models.perf import Kernels, PerfConfig, enable_grad_accum_fusion, fusion_plan, recompute_kwargs, token_multiple
 from gadx.models.rope import rope_inv_freq  # noqa: F401 -- also used by the sampler, which must not import megatron
 from gadx.models.sp import gather_hidden, pad_tokens, sp_block_spec
 from gadx.models.spec import layer_spec
@@ -217,6 +217,10 @@ class GadxModel(nn.Module):
         return torch.cat((freqs_BTd, freqs_BTd), dim=-1).transpose(0, 1)[:, :, None, :]
 
     token_multiple = 1  # token counts the layers need a multiple of (sequence parallelism, FP8); build_model sets it
+
+    def enable_grad_accum_fusion(self) -> int:
+        """Called by gadx.parallel.wrap_ddp just before wrapping (see gadx.models.perf)."""
+        return enable_grad_accum_fusion(self)
 
     def hidden(self, input_ids_BT, position_ids_BT=None, doc_ids_BT=None, packed_seq_params=None) -> torch.Tensor:
         """Final-normed hidden states [B,T,H] (non-last PP stages: the [T,B,H] activation).

@@ -53,6 +53,9 @@ class PerfConfig:
             if getattr(self, name) not in SWITCHES:
                 raise ValueError(f"{name} must be one of {SWITCHES}, got {getattr(self, name)!r}")
 
+    def overlap_grad_reduce_on(self) -> bool:
+        return switch_on(self.overlap_grad_reduce, cuda=torch.cuda.is_available())
+
 
 @dataclass(frozen=True)
 class Kernels:
@@ -135,3 +138,23 @@ def token_multiple(*, tp: int, sequence_parallel: bool, fp8: bool) -> int:
     sequence is split over the TP ranks), 16 per rank under FP8 (FP8 GEMM shapes)."""
     m = tp if sequence_parallel and tp > 1 else 1
     return m * 16 if fp8 else m
+
+
+def enable_grad_accum_fusion(model, kernels: Kernels | None = None) -> int:
+    """Turn on megatron's gradient-accumulation fusion (weight grads accumulated into the fp32
+    ``main_grad`` by Apex's fused kernel, no separate bf16 grad + add) on the local spec's TP
+    linears of a model that DDP is about to wrap, when ``model.perf.fusions`` allows it and the
+    kernel exists. Returns how many linears were switched (0 on CPU)."""
+    from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
+
+    # (under the TE spec the decoder's linears are TE modules, built with the flag off; only the
+    # unused output layer would match below)
+    kernels = kernels or Kernels.detect()
+    if model.perf.fusions == "off" or not grad_accum_fusion_available(use_te=False, kernels=kernels):
+        return 0
+    n = 0
+    for m in model.modules():
+        if isinstance(m, (ColumnParallelLinear, RowParallelLinear)):
+            m.gradient_accumulation_fusion = True
+            n += 1
+    return n

@@ -31,46 +31,25 @@ import functools
 
 import torch
 
-from gadx.models.perf import Kernels, grad_accum_fusion_available, switch_on
 from gadx.parallel.cpu_adapter import cpu_device_mode
-
-
-def enable_grad_accum_fusion(model, kernels: Kernels | None = None) -> int:
-    """Turn on megatron's gradient-accumulation fusion (weight grads accumulated into the fp32
-    ``main_grad`` by Apex's fused kernel, no separate bf16 grad + add) on the local spec's TP
-    linears of a model that DDP is about to wrap, when ``model.perf.fusions`` allows it and the
-    kernel exists. Returns how many linears were switched (0 on CPU)."""
-    from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
-
-    # (under the TE spec the decoder's linears are TE modules, built with the flag off; only the
-    # unused output layer would match below)
-    kernels = kernels or Kernels.detect()
-    if model.perf.fusions == "off" or not grad_accum_fusion_available(use_te=False, kernels=kernels):
-        return 0
-    n = 0
-    for m in model.modules():
-        if isinstance(m, (ColumnParallelLinear, RowParallelLinear)):
-            m.gradient_accumulation_fusion = True
-            n += 1
-    return n
 
 
 def wrap_ddp(models, *, grad_reduce_in_fp32: bool = True, use_distributed_optimizer: bool = True,
              overlap_grad_reduce: bool | None = None, bucket_size: int | None = None) -> list:
     """Wrap each GadxModel (one per virtual pipeline chunk) in megatron DDP.
 
-    ``overlap_grad_reduce`` None: the models' ``perf.overlap_grad_reduce`` (gadx.models.perf;
-    "auto" = on with CUDA). Gradient-accumulation fusion is turned on here, for the wrapped
-    models only (it writes into DDP's ``main_grad``), where ``perf.fusions`` allows and the
-    kernel exists (``enable_grad_accum_fusion``)."""
+    ``overlap_grad_reduce`` None: what the models' perf settings say (``perf.overlap_grad_reduce_on()``,
+    gadx.models.perf; "auto" = on with CUDA). Gradient-accumulation fusion is turned on here, for
+    the wrapped models only (it writes into DDP's ``main_grad``), through the model's own
+    ``enable_grad_accum_fusion`` (duck-typed: gadx.parallel does not import gadx.models)."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 
     perf = getattr(models[0], "perf", None)
     if overlap_grad_reduce is None:
-        overlap_grad_reduce = perf is not None and switch_on(perf.overlap_grad_reduce, cuda=torch.cuda.is_available())
-    if perf is not None:
-        for m in models:
-            enable_grad_accum_fusion(m)
+        overlap_grad_reduce = perf is not None and perf.overlap_grad_reduce_on()
+    for m in models:
+        if hasattr(m, "enable_grad_accum_fusion"):
+            m.enable_grad_accum_fusion()
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=grad_reduce_in_fp32,
         overlap_grad_reduce=overlap_grad_reduce,

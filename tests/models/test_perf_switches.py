@@ -49,7 +49,7 @@ def test_transformer_config_flags():
 def test_cpu_build_falls_back_and_on_refuses():
     from gadx.models import build_model
     from gadx.parallel import init_parallel, wrap_ddp
-    from gadx.parallel.train import enable_grad_accum_fusion
+    from gadx.models.perf import enable_grad_accum_fusion
 
     init_parallel()
     model = build_model(CFG)  # fusions="auto" by default: all off here, and it runs

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from gadx.models.config import ModelConfig
-from gadx.models.gpt import packed_mask, positions_from_docs  # noqa: F401 -- packed inputs below
 from gadx.models.perf import PerfConfig, recompute_kwargs
 
 CFG = ModelConfig(family="qwen2", vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=4,
