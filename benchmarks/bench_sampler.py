@@ -236,13 +236,44 @@ def test_sampler_vs_transformers_generate(benchmark, record):
             out.write_text(json.dumps(doc, indent=2))
 
 
+def profile(name: str, *, threads: int, steps: int = 32, row_limit: int = 25) -> str:
+    """torch.profiler tables (self CPU time per op) of ``steps`` sampled decode steps of each engine,
+    after a warm-up call (so the compiled sampler's table holds no compilation)."""
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    torch.set_num_threads(threads)
+    hf, B, P, N, _ = build(name)
+    cfg = ModelConfig.from_hf_dict(hf.config.to_dict())
+    ids = torch.randint(3, cfg.vocab_size, (B, P), generator=torch.Generator().manual_seed(1))
+    out = []
+    for label, sampler in (("gadx eager", KVCacheSampler), ("gadx compiled", CompiledKVCacheSampler)):
+        s = sampler(cfg, max_batch=B, max_seq_len=P + N)
+        s.load_weights(hf.state_dict())
+        call = lambda: s.generate(ids.tolist(), max_new_tokens=steps, temperature=TEMPERATURE, seed=0)  # noqa: E731
+        call()
+        with prof(activities=[ProfilerActivity.CPU]) as p:
+            call()
+        out.append(f"## {label}: {B} x {steps} steps\n" + p.key_averages().table(sort_by="self_cpu_time_total",
+                                                                                  row_limit=row_limit))
+    hf_generate(hf, ids, do_sample=True, n=4)
+    with prof(activities=[ProfilerActivity.CPU]) as p:
+        hf_generate(hf, ids, do_sample=True, n=steps)
+    out.append(f"## transformers.generate: {B} x {steps} steps\n" +
+               p.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit))
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", choices=sorted(MODELS), default="tiny")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--results", help="write the JSON document here")
+    ap.add_argument("--profile", help="instead: write torch.profiler tables of 32 decode steps per engine here")
     a = ap.parse_args()
+    if a.profile:
+        Path(a.profile).write_text(profile(a.model, threads=a.threads))
+        sys.exit(0)
     doc = run(a.model, rounds=a.rounds, threads=a.threads, log=lambda s: print(s, flush=True))
     print(summary(doc))
     if a.results:

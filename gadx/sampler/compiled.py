@@ -59,25 +59,32 @@ def can_compile(device: torch.device) -> bool:
 
 
 def resolve_compile(mode: str, device: str | torch.device) -> bool:
-    """``rollout_compile`` -> compile or not. "auto": on CUDA always (CUDA graphs remove the per-kernel
-    launch cost that dominates decoding), on CPU when a C++ compiler is found; "on" raises when inductor
-    cannot run here; "off" is the eager sampler."""
+    """``rollout_compile`` -> compile or not.
+
+    "auto": on CUDA (CUDA graphs remove the per-kernel launch cost that dominates decoding there), eager
+    on CPU: a CPU compile costs minutes of CPU time per shape on a loaded 2-core host and each shape of
+    rollout call (batch bucket x window) compiles once, which short runs and tests never earn back
+    (benchmarks/README.md, bench_sampler.py's break-even row); set "on" for long CPU runs. "on" compiles
+    on CPU too and raises when inductor cannot run here (no C++ compiler); "off" is the eager sampler."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"rollout compile mode must be one of {COMPILE_MODES}, got {mode!r}")
     device = torch.device(device)
     if mode == "off":
         return False
-    ok = can_compile(device)
-    if mode == "on" and not ok:
+    if mode == "auto":
+        return device.type == "cuda"
+    if not can_compile(device):
         raise ValueError(f"rollout compile='on' needs a C++ compiler (g++) for inductor on {device}; none found")
-    return ok
+    return True
 
 
 def make_sampler(cfg: ModelConfig, *, compile: str = "auto", **kw) -> KVCacheSampler:
-    """A :class:`KVCacheSampler`, or its compiled subclass when ``resolve_compile(compile, device)``."""
+    """A :class:`KVCacheSampler`, or its compiled subclass when ``resolve_compile(compile, device)``.
+    Under "auto" a compiled sampler whose compilation fails warns and decodes eagerly from then on."""
     device = kw.get("device", "cpu")
-    cls = CompiledKVCacheSampler if resolve_compile(compile, device) else KVCacheSampler
-    return cls(cfg, **kw)
+    if resolve_compile(compile, device):
+        return CompiledKVCacheSampler(cfg, fallback=compile == "auto", **kw)
+    return KVCacheSampler(cfg, **kw)
 
 
 class StaticDecoder(Decoder):
@@ -135,8 +142,11 @@ class CompiledKVCacheSampler(KVCacheSampler):
     """:class:`KVCacheSampler` whose per-token step is compiled (see the module docstring); same interface
     and outputs (greedy tokens equal, sampled tokens from the same uniforms)."""
 
-    def __init__(self, cfg: ModelConfig, **kw):
+    def __init__(self, cfg: ModelConfig, *, fallback: bool = False, **kw):
         super().__init__(cfg, **kw)
+        # fallback: a failure inside torch.compile (an untested device or torch version) warns once and
+        # the sampler decodes eagerly from then on, rather than stopping a training run
+        self.fallback, self.failed = fallback, False
         cuda = self.device.type == "cuda"
         self.mode = "reduce-overhead" if cuda else "default"
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
@@ -167,6 +177,23 @@ class CompiledKVCacheSampler(KVCacheSampler):
                  top_p: float = 1.0, top_k: int = 0, eos_ids: Sequence[int] = (), seed: int | None = None,
                  rows: tuple[int, int] | None = None) -> Rollout:
         """As :meth:`KVCacheSampler.generate`."""
+        kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, eos_ids=eos_ids,
+                  seed=seed, rows=rows)
+        if self.failed:
+            return super().generate(prompts, **kw)
+        self._check([list(p) for p in prompts], max_new_tokens, temperature, top_p, top_k, list(eos_ids))
+        try:
+            return self._generate(prompts, **kw)
+        except Exception as e:  # noqa: BLE001 - anything torch.compile raises; user errors were checked above
+            if not self.fallback:
+                raise
+            import warnings
+
+            warnings.warn(f"compiled rollout sampler failed ({type(e).__name__}: {e}); decoding eagerly from now on")
+            self.failed = True
+            return super().generate(prompts, **kw)
+
+    def _generate(self, prompts, *, max_new_tokens, temperature, top_p, top_k, eos_ids, seed, rows) -> Rollout:
         prompts, eos_E, gen, ids_BP, plen_B, pad_B = self._start(prompts, max_new_tokens, temperature, top_p, top_k,
                                                                  eos_ids, seed, rows)
         dev, (B, P), N = self.device, ids_BP.shape, max_new_tokens

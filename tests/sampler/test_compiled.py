@@ -1,8 +1,9 @@
 """CompiledKVCacheSampler (torch.compile'd decode step) against the eager KVCacheSampler.
 
-One tiny model and few shapes: each new (batch bucket, window, sampling settings) compiles once
-(seconds with inductor's C++ backend on CPU), so the default tests share one module-scoped sampler
-and reuse its shapes; the wider sweep is marked slow."""
+One tiny model and one shape: each new (batch bucket, window, sampling settings) compiles once
+(inductor's C++ backend on CPU: ~15 CPU s cold for the two greedy graphs here, ~2 s from inductor's
+on-disk cache), so the default tests share one module-scoped sampler and its greedy graphs; the
+sampled graphs (sort, cumsum, searchsorted: another cold compile) are in the slow tests."""
 import pytest
 import torch
 
@@ -75,6 +76,7 @@ def test_greedy_eos_padding_and_no_recompile(pair):
     assert comp.compile_s == seen
 
 
+@pytest.mark.slow
 def test_sampled_equals_eager_and_chunks(pair):
     """Same seed, same uniforms: the compiled sampler draws the eager sampler's tokens, and a call split
     in chunks (generate_in_chunks, rows=) draws what the unsplit call does."""
@@ -91,8 +93,34 @@ def test_buckets_and_modes():
     assert resolve_compile("off", "cpu") is False
     with pytest.raises(ValueError, match="'maybe'"):
         resolve_compile("maybe", "cpu")
-    cfg = model_config(build_hf("llama"))
+    assert resolve_compile("auto", "cpu") is False and resolve_compile("on", "cpu") is True
+    hf = build_hf("llama")
+    cfg = model_config(hf)
     assert type(make_sampler(cfg, compile="off", max_batch=2, max_seq_len=8)) is KVCacheSampler
+    assert type(make_sampler(cfg, compile="auto", max_batch=2, max_seq_len=8)) is KVCacheSampler
+
+
+def test_auto_falls_back_to_eager_when_compiling_fails(hf, monkeypatch):
+    """Under "auto" (CUDA, untested devices) a compile failure must not stop a run: warn, decode eagerly."""
+    cfg = model_config(hf)
+    s = CompiledKVCacheSampler(cfg, fallback=True, max_batch=4, max_seq_len=32)
+    s.load_weights(hf.state_dict())
+
+    def broken(*a, **k):
+        raise RuntimeError("inductor exploded")
+
+    s._step = s._last = broken
+    with pytest.warns(UserWarning, match="inductor exploded"):
+        out = s.generate(PROMPTS, max_new_tokens=4, temperature=0)
+    eager = KVCacheSampler(cfg, max_batch=4, max_seq_len=32)
+    eager.load_weights(hf.state_dict())
+    _same(eager.generate(PROMPTS, max_new_tokens=4, temperature=0), out)
+    assert s.failed
+    with pytest.raises(ValueError, match="max_new_tokens"):  # user errors still raise
+        s.generate(PROMPTS, max_new_tokens=0)
+    s.fallback, s.failed, s._step = False, False, broken
+    with pytest.raises(RuntimeError, match="exploded"):
+        s.generate(PROMPTS, max_new_tokens=4, temperature=0)
 
 
 @pytest.mark.slow
