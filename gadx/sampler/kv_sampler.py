@@ -97,6 +97,49 @@ class KVCacheSampler:
         """The next token of every row and its log-prob (a TP sampler picks across vocab shards)."""
         return sample(logits_BV, temperature=temperature, top_k=top_k, top_p=top_p, generator=gen, rows=rows)
 
+    def _start(self, prompts, max_new_tokens, temperature, top_p, top_k, eos_ids, seed, rows):
+        """Check a ``generate`` call and lay out its prompts: ``(prompts, eos_E, gen, ids_BP, plen_B, pad_B)``,
+        the prompts left-padded to the longest, ``P = ids_BP.shape[1]``."""
+        prompts = [list(p) for p in prompts]
+        eos_ids = list(eos_ids)
+        self._check(prompts, max_new_tokens, temperature, top_p, top_k, eos_ids)
+        if rows is not None and not (0 <= rows[0] and rows[0] + len(prompts) <= rows[1]):
+            raise ValueError(f"rows={rows} does not hold {len(prompts)} prompts")
+        dev, B = self.device, len(prompts)
+        plen_B = torch.tensor([len(p) for p in prompts], device=dev)
+        P = max(len(p) for p in prompts)
+        ids_BP = torch.zeros(B, P, dtype=torch.long, device=dev)
+        for i, p in enumerate(prompts):
+            ids_BP[i, P - len(p):] = torch.tensor(p)
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device=dev)
+            gen.manual_seed(seed)
+        eos_E = torch.tensor(eos_ids, dtype=torch.long, device=dev)
+        return prompts, eos_E, gen, ids_BP, plen_B, P - plen_B
+
+    def _pad_bias(self, pad_B: torch.Tensor, S: int) -> torch.Tensor:
+        """Additive mask ``[B, S]`` over cache slots: -inf on each row's left padding, 0 elsewhere."""
+        slots_S = torch.arange(S, device=self.device)
+        bias_BS = torch.zeros(pad_B.shape[0], S, device=self.device, dtype=self.dtype)
+        return bias_BS.masked_fill_(slots_S[None] < pad_B[:, None], float("-inf"))
+
+    @staticmethod
+    def _finish(tokens_BN: torch.Tensor, logp_BN: torch.Tensor, steps: int, eos_E: torch.Tensor) -> Rollout:
+        """Cut each row after its first EOS (or ``steps`` tokens) into a :class:`Rollout`."""
+        B = tokens_BN.shape[0]
+        tokens_BN, logp_BN = tokens_BN[:, :steps], logp_BN[:, :steps]
+        is_eos_BN = torch.isin(tokens_BN, eos_E)
+        finished_B = is_eos_BN.any(-1)
+        lengths_B = torch.where(finished_B, is_eos_BN.int().argmax(-1) + 1, steps).cpu()
+        tokens, lengths, logp = tokens_BN.tolist(), lengths_B.tolist(), logp_BN.cpu()
+        return Rollout(
+            responses=[tokens[i][: lengths[i]] for i in range(B)],
+            logprobs=[logp[i, : lengths[i]].clone() for i in range(B)],
+            finished=finished_B.tolist(),
+            lengths=lengths_B,
+        )
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, eos_ids: Sequence[int] = (), seed: int | None = None,
@@ -106,28 +149,10 @@ class KVCacheSampler:
         ``rows=(first, total)``: these prompts are rows ``[first, first + len(prompts))`` of a call of
         ``total`` prompts split into chunks (``generate_in_chunks``); each row then samples what it
         would in the unsplit call with the same ``seed``."""
-        prompts = [list(p) for p in prompts]
-        eos_ids = list(eos_ids)
-        self._check(prompts, max_new_tokens, temperature, top_p, top_k, eos_ids)
-        if rows is not None and not (0 <= rows[0] and rows[0] + len(prompts) <= rows[1]):
-            raise ValueError(f"rows={rows} does not hold {len(prompts)} prompts")
-        dev, B, N = self.device, len(prompts), max_new_tokens
-        plen_B = torch.tensor([len(p) for p in prompts], device=dev)
-        P = max(len(p) for p in prompts)
-        ids_BP = torch.zeros(B, P, dtype=torch.long, device=dev)
-        for i, p in enumerate(prompts):
-            ids_BP[i, P - len(p):] = torch.tensor(p)
-        pad_B = P - plen_B
-        # Additive mask over cache slots: -inf on each row's left padding, 0 elsewhere.
-        slots_S = torch.arange(self.max_seq_len, device=dev)
-        bias_BS = torch.zeros(B, self.max_seq_len, device=dev, dtype=self.dtype)
-        bias_BS.masked_fill_(slots_S[None] < pad_B[:, None], float("-inf"))
-        gen = None
-        if seed is not None:
-            gen = torch.Generator(device=dev)
-            gen.manual_seed(seed)
-        eos_E = torch.tensor(eos_ids, dtype=torch.long, device=dev)
-
+        prompts, eos_E, gen, ids_BP, plen_B, pad_B = self._start(prompts, max_new_tokens, temperature, top_p, top_k,
+                                                                 eos_ids, seed, rows)
+        dev, (B, P), N = self.device, ids_BP.shape, max_new_tokens
+        bias_BS = self._pad_bias(pad_B, self.max_seq_len)
         tokens_BN = torch.zeros(B, N, dtype=torch.long, device=dev)
         logp_BN = torch.zeros(B, N, dtype=torch.float32, device=dev)
         done_B = torch.zeros(B, dtype=torch.bool, device=dev)
@@ -142,15 +167,4 @@ class KVCacheSampler:
                 steps = t + 1
                 break
             logits_BV = self.decoder.decode(tok_B, plen_B + t, P + t, bias_BS)
-
-        tokens_BN, logp_BN = tokens_BN[:, :steps], logp_BN[:, :steps]
-        is_eos_BN = torch.isin(tokens_BN, eos_E)
-        finished_B = is_eos_BN.any(-1)
-        lengths_B = torch.where(finished_B, is_eos_BN.int().argmax(-1) + 1, steps).cpu()
-        tokens, lengths, logp = tokens_BN.tolist(), lengths_B.tolist(), logp_BN.cpu()
-        return Rollout(
-            responses=[tokens[i][: lengths[i]] for i in range(B)],
-            logprobs=[logp[i, : lengths[i]].clone() for i in range(B)],
-            finished=finished_B.tolist(),
-            lengths=lengths_B,
-        )
+        return self._finish(tokens_BN, logp_BN, steps, eos_E)

@@ -50,6 +50,16 @@ def sample(logits_BV: torch.Tensor, *, temperature: float, top_k: int, top_p: fl
     policy's log-prob without top-k/top-p truncation. ``temperature == 0`` means greedy,
     with log-probs of the untempered distribution.
     """
+    u_B1 = None
+    if temperature != 0:
+        u_B1 = row_uniforms(logits_BV.shape[0], 1, generator=generator, device=logits_BV.device, rows=rows)
+    return sample_with_uniforms(logits_BV, u_B1, temperature=temperature, top_k=top_k, top_p=top_p)
+
+
+def sample_with_uniforms(logits_BV: torch.Tensor, u_B1: torch.Tensor | None, *, temperature: float, top_k: int,
+                         top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sample`` given its uniforms ``u_B1`` (None when greedy): no generator inside, so a compiled
+    decode step (gadx.sampler.compiled) can trace it while the draws stay eager and unchanged."""
     logits_BV = logits_BV.float()
     if temperature == 0:
         logp_BV = logits_BV.log_softmax(-1)
@@ -59,7 +69,7 @@ def sample(logits_BV: torch.Tensor, *, temperature: float, top_k: int, top_p: fl
         keep_BV = filter_top_k_top_p(logp_BV, top_k, top_p)
         cdf_BV = keep_BV.exp().cumsum(-1)
         total_B1 = cdf_BV[:, -1:]
-        u_B1 = row_uniforms(total_B1.shape[0], 1, generator=generator, device=cdf_BV.device, rows=rows) * total_B1
+        u_B1 = u_B1 * total_B1
         # Keep u strictly below the total: then the first cdf entry above u is a token with p > 0
         # (cdf is flat across removed tokens), so filtered tokens are never drawn.
         u_B1 = torch.minimum(u_B1, torch.nextafter(total_B1, torch.zeros_like(total_B1)))

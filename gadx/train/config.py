@@ -192,6 +192,10 @@ class ParallelCfg:
     sequence_parallel: bool = False
     # DDP gradient reduce-scatter overlapped with backward: "auto" (on with CUDA), "on", "off"
     overlap_grad_reduce: str = "auto"
+    # The rollout sampler's decode step (gadx.sampler.compiled): "on" (torch.compile'd: fused C++ on CPU,
+    # CUDA graphs on a GPU; compiles once per batch/length bucket), "off" (eager), "auto" (on for CUDA,
+    # eager on CPU, where compiling costs minutes a shape). TP-sharded rollouts stay eager.
+    rollout_compile: str = "auto"
 
 
 @dataclass(kw_only=True)
@@ -408,6 +412,8 @@ def validate(cfg: TrainConfig) -> None:
                          f"got {s.sft_lr_warmup}, {s.sft_lr_min_ratio}")
     if p.rollout not in ("gathered", "sharded"):
         raise ValueError(f"parallel.rollout must be gathered or sharded, got {p.rollout!r}")
+    if p.rollout_compile not in ("auto", "on", "off"):
+        raise ValueError(f"parallel.rollout_compile must be auto, on or off, got {p.rollout_compile!r}")
     if p.rollout == "sharded" and p.pp > 1:
         raise ValueError(f"parallel.rollout=sharded runs on the TP shards of one pipeline stage; got parallel.pp={p.pp}")
     if m.dtype not in DTYPES:

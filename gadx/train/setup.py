@@ -75,7 +75,6 @@ class Env:
         self.from_scratch = cfg.discriminator.from_scratch if cfg.discriminator.from_scratch is not None \
             else cfg.model.student == EMBEDDED
         self._init_state = None
-        from gadx.sampler import KVCacheSampler
 
         s = cfg.stages
         max_batch = rollout_batch(s, self.dims.dp)
@@ -87,8 +86,11 @@ class Env:
                                            dtype=self.dtype, max_batch=max_batch,
                                            max_seq_len=s.max_prompt_len + s.max_response_len)
         else:
-            self.engine = KVCacheSampler(self.model_cfg, device=self.dims.device, dtype=self.dtype, max_batch=max_batch,
-                                         max_seq_len=s.max_prompt_len + s.max_response_len)
+            from gadx.sampler.compiled import make_sampler
+
+            self.engine = make_sampler(self.model_cfg, compile=cfg.parallel.rollout_compile, device=self.dims.device,
+                                       dtype=self.dtype, max_batch=max_batch,
+                                       max_seq_len=s.max_prompt_len + s.max_response_len)
         self._connect_teacher()
         self._prompt_cache: dict[int, list[int]] = {}
         self.truncated_prompts = 0

@@ -1,0 +1,233 @@
+"""CompiledKVCacheSampler: the KV-cache sampler with its decode step compiled by ``torch.compile``.
+
+    sampler = make_sampler(cfg, compile="auto", max_batch=64, max_seq_len=512)   # this class or KVCacheSampler
+    sampler.load_weights(gadx.models.hf_state_dict(model))
+    out = sampler.generate(prompts, max_new_tokens=128, temperature=0.8, eos_ids=[2], seed=0)
+    sampler.compile_s          # seconds spent compiling so far, per (batch, cache length, sampling) shape
+
+As gpt-fast does: the cache is static and preallocated, and one step (pick the next token from the
+logits, then run the one-token decoder forward over it) is a single compiled graph, so a step costs a
+few fused kernels and one Python call instead of ~25 eager ops per layer. Prefill stays eager (one call
+per generate). On CPU the graph is inductor's C++/OpenMP code (``mode="default"``); on CUDA it is
+replayed as a CUDA graph (``mode="reduce-overhead"``), where launch overhead is what decoding pays.
+
+Fixed shapes, so the step compiles once per shape and never per token:
+- the batch is padded up to a bucket (a power of two, at most ``max_batch``); pad rows decode junk that
+  is never returned;
+- attention reads a fixed window of ``L`` cache slots, the call's prompt + new tokens rounded up to a
+  power of two (at most ``max_seq_len``), with slots after the current one masked, instead of the eager
+  decoder's growing ``[:slot + 1]`` slice; the cache is zero-filled so that masked slots hold no NaN;
+- the slot is a tensor, not a Python int.
+A new (batch bucket, window, temperature/top-k/top-p) compiles once more (``compile_s``). The random
+draws stay eager (``row_uniforms``, the same numbers as the eager sampler's, chunked or not) and enter
+the graph as a tensor.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from gadx.models.config import ModelConfig
+from gadx.sampler.decoder import Decoder, _rope
+from gadx.sampler.engine import Rollout
+from gadx.sampler.kv_sampler import KVCacheSampler
+from gadx.sampler.sampling import row_uniforms, sample_with_uniforms
+
+COMPILE_MODES = ("auto", "on", "off")
+# Each distinct (batch bucket, window, sampling settings) is one more graph for the same code; the default
+# limit (8) would silently fall back to eager after a few prompt-length buckets.
+_RECOMPILE_LIMIT = 64
+
+
+def _bucket(n: int, cap: int, floor: int = 1) -> int:
+    """The smallest power of two >= max(n, floor), capped at ``cap``."""
+    b = floor
+    while b < n:
+        b *= 2
+    return min(b, cap)
+
+
+def can_compile(device: torch.device) -> bool:
+    """Whether inductor can generate code here: CUDA (Triton), or a C++ compiler for CPU."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+def resolve_compile(mode: str, device: str | torch.device) -> bool:
+    """``rollout_compile`` -> compile or not.
+
+    "auto": on CUDA (CUDA graphs remove the per-kernel launch cost that dominates decoding there), eager
+    on CPU: a CPU compile costs minutes of CPU time per shape on a loaded 2-core host and each shape of
+    rollout call (batch bucket x window) compiles once, which short runs and tests never earn back
+    (benchmarks/README.md, bench_sampler.py's break-even row); set "on" for long CPU runs. "on" compiles
+    on CPU too and raises when inductor cannot run here (no C++ compiler); "off" is the eager sampler."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"rollout compile mode must be one of {COMPILE_MODES}, got {mode!r}")
+    device = torch.device(device)
+    if mode == "off":
+        return False
+    if mode == "auto":
+        return device.type == "cuda"
+    if not can_compile(device):
+        raise ValueError(f"rollout compile='on' needs a C++ compiler (g++) for inductor on {device}; none found")
+    return True
+
+
+def make_sampler(cfg: ModelConfig, *, compile: str = "auto", **kw) -> KVCacheSampler:
+    """A :class:`KVCacheSampler`, or its compiled subclass when ``resolve_compile(compile, device)``.
+    Under "auto" a compiled sampler whose compilation fails warns and decodes eagerly from then on."""
+    device = kw.get("device", "cpu")
+    if resolve_compile(compile, device):
+        return CompiledKVCacheSampler(cfg, fallback=compile == "auto", **kw)
+    return KVCacheSampler(cfg, **kw)
+
+
+class StaticDecoder(Decoder):
+    """``Decoder`` with a zero-filled cache and a decode step of fixed shapes (a window of ``L`` slots)."""
+
+    def ensure_cache(self) -> torch.Tensor:
+        # zeros, not empty: the static step multiplies masked slots by 0 probability, and 0 * NaN garbage is NaN
+        if self.cache is None:
+            cfg = self.cfg
+            self.cache = torch.zeros(cfg.num_layers, 2, self.max_batch, cfg.num_kv_heads, self.max_seq_len,
+                                     cfg.head_dim, device=self.device, dtype=self.dtype)
+        return self.cache
+
+    def decode_static(self, tok_B: torch.Tensor, pos_B: torch.Tensor, slot_1: torch.Tensor,
+                      bias_BL: torch.Tensor) -> torch.Tensor:
+        """``Decoder.decode`` at cache slot ``slot_1`` (a 1-element tensor) attending to slots ``[0, L)``
+        of which those after ``slot_1`` are masked; ``bias_BL`` masks each row's left padding."""
+        cfg, W = self.cfg, self.weights
+        B, L = bias_BL.shape
+        Hkv, D = cfg.num_kv_heads, cfg.head_dim
+        G = cfg.num_heads // Hkv
+        cos, sin = self.cos[pos_B][:, None], self.sin[pos_B][:, None]  # [B, 1, D]
+        live_L = torch.arange(L, device=bias_BL.device) <= slot_1
+        bias = torch.where(live_L[None], bias_BL, float("-inf"))[:, None, None, :]
+        x = self._embed(tok_B)
+        for i, w in enumerate(W.layers):
+            h = F.rms_norm(x, (cfg.hidden_size,), w.ln_in, cfg.rms_norm_eps)
+            q = _rope(F.linear(h, w.wq, w.bq).view(B, Hkv, G, D), cos[:, None], sin[:, None])
+            k = _rope(F.linear(h, w.wk, w.bk).view(B, Hkv, D), cos, sin)
+            v = F.linear(h, w.wv, w.bv).view(B, Hkv, D)
+            kc, vc = self.cache[i, 0, :B, :, :L], self.cache[i, 1, :B, :, :L]
+            kc[:, :, slot_1] = k[:, :, None]
+            vc[:, :, slot_1] = v[:, :, None]
+            scores = torch.matmul(q, kc.transpose(-1, -2)) * self.scale + bias
+            o = torch.matmul(scores.softmax(-1), vc)  # [B, Hkv, G, D]
+            x = x + self._sum(F.linear(o.reshape(B, -1), w.wo))
+            h = F.rms_norm(x, (cfg.hidden_size,), w.ln_post, cfg.rms_norm_eps)
+            x = x + self._mlp(w, h)
+        x = F.rms_norm(x, (cfg.hidden_size,), W.norm, cfg.rms_norm_eps)
+        return F.linear(x, W.lm_head)
+
+
+def _pick_and_decode(dec: StaticDecoder, logits_BV, u_B1, pos_B, slot_1, bias_BL, temperature: float, top_k: int,
+                     top_p: float):
+    """One step: the next token of every row (and its log-prob), then the logits after it."""
+    tok_B, lp_B = sample_with_uniforms(logits_BV, u_B1, temperature=temperature, top_k=top_k, top_p=top_p)
+    return tok_B, lp_B, dec.decode_static(tok_B, pos_B, slot_1, bias_BL)
+
+
+def _pick(logits_BV, u_B1, temperature: float, top_k: int, top_p: float):
+    return sample_with_uniforms(logits_BV, u_B1, temperature=temperature, top_k=top_k, top_p=top_p)
+
+
+class CompiledKVCacheSampler(KVCacheSampler):
+    """:class:`KVCacheSampler` whose per-token step is compiled (see the module docstring); same interface
+    and outputs (greedy tokens equal, sampled tokens from the same uniforms)."""
+
+    def __init__(self, cfg: ModelConfig, *, fallback: bool = False, **kw):
+        super().__init__(cfg, **kw)
+        # fallback: a failure inside torch.compile (an untested device or torch version) warns once and
+        # the sampler decodes eagerly from then on, rather than stopping a training run
+        self.fallback, self.failed = fallback, False
+        cuda = self.device.type == "cuda"
+        self.mode = "reduce-overhead" if cuda else "default"
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
+        self._step = torch.compile(_pick_and_decode, mode=self.mode, dynamic=False)
+        self._last = torch.compile(_pick, mode=self.mode, dynamic=False)
+        self._seen: set[tuple] = set()
+        self.compile_s: dict[str, float] = {}  # "B64 L256 T0.8 k0 p1.0" -> seconds of its first (compiling) call
+
+    def _make_decoder(self, max_batch: int, max_seq_len: int) -> Decoder:
+        return StaticDecoder(self.cfg, max_batch=max_batch, max_seq_len=max_seq_len, device=self.device,
+                             dtype=self.dtype)
+
+    def _timed(self, key: tuple, fn, *args):
+        """``fn(*args)``, timing the first call of each shape key (the one that compiles)."""
+        if key in self._seen:
+            return fn(*args)
+        t0 = time.perf_counter()
+        out = fn(*args)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._seen.add(key)
+        name = f"{key[0]} B{key[1]} L{key[2]} T{key[3]} k{key[4]} p{key[5]}"
+        self.compile_s[name] = time.perf_counter() - t0
+        return out
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 1.0,
+                 top_p: float = 1.0, top_k: int = 0, eos_ids: Sequence[int] = (), seed: int | None = None,
+                 rows: tuple[int, int] | None = None) -> Rollout:
+        """As :meth:`KVCacheSampler.generate`."""
+        kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, eos_ids=eos_ids,
+                  seed=seed, rows=rows)
+        if self.failed:
+            return super().generate(prompts, **kw)
+        self._check([list(p) for p in prompts], max_new_tokens, temperature, top_p, top_k, list(eos_ids))
+        try:
+            return self._generate(prompts, **kw)
+        except Exception as e:  # noqa: BLE001 - anything torch.compile raises; user errors were checked above
+            if not self.fallback:
+                raise
+            import warnings
+
+            warnings.warn(f"compiled rollout sampler failed ({type(e).__name__}: {e}); decoding eagerly from now on")
+            self.failed = True
+            return super().generate(prompts, **kw)
+
+    def _generate(self, prompts, *, max_new_tokens, temperature, top_p, top_k, eos_ids, seed, rows) -> Rollout:
+        prompts, eos_E, gen, ids_BP, plen_B, pad_B = self._start(prompts, max_new_tokens, temperature, top_p, top_k,
+                                                                 eos_ids, seed, rows)
+        dev, (B, P), N = self.device, ids_BP.shape, max_new_tokens
+        Bb = _bucket(B, self.max_batch)
+        L = _bucket(P + N, self.max_seq_len, floor=16)
+        temperature, top_k, top_p = float(temperature), int(top_k), float(top_p)
+        key = (Bb, L, temperature, top_k, top_p)
+        # Pad rows (B..Bb): prompt length P, no padding mask, token 0 and u = 0.5; their output is dropped.
+        pos_B = torch.cat([plen_B, plen_B.new_full((Bb - B,), P)])
+        bias_BL = torch.cat([self._pad_bias(pad_B, L), torch.zeros(Bb - B, L, device=dev, dtype=self.dtype)])
+        tokens_BN = torch.zeros(B, N, dtype=torch.long, device=dev)
+        logp_BN = torch.zeros(B, N, dtype=torch.float32, device=dev)
+        done_B = torch.zeros(B, dtype=torch.bool, device=dev)
+        logits = self.decoder.prefill(ids_BP, pad_B)
+        logits = torch.cat([logits, logits.new_zeros(Bb - B, logits.shape[1])])
+        u_pad = torch.full((Bb - B, 1), 0.5, device=dev)
+        slot_1 = torch.empty(1, dtype=torch.long, device=dev)
+        sampled = temperature != 0
+        steps = N
+        for t in range(N):
+            u = torch.cat([row_uniforms(B, 1, generator=gen, device=dev, rows=rows), u_pad]) if sampled else None
+            if t == N - 1:
+                tok, lp = self._timed(("last",) + key, self._last, logits, u, temperature, top_k, top_p)
+            else:
+                slot_1.fill_(P + t)
+                tok, lp, logits = self._timed(("step",) + key, self._step, self.decoder, logits, u, pos_B + t,
+                                              slot_1, bias_BL, temperature, top_k, top_p)
+                if self.device.type == "cuda":
+                    logits = logits.clone()  # a CUDA graph's outputs are overwritten by its next replay
+            tok_B = tok[:B]
+            tokens_BN[:, t] = tok_B
+            logp_BN[:, t] = lp[:B]
+            done_B |= torch.isin(tok_B, eos_E)
+            if t == N - 1 or ((t + 1) % self.check_every == 0 and bool(done_B.all())):
+                steps = t + 1
+                break
+        return self._finish(tokens_BN, logp_BN, steps, eos_E)
