@@ -13,8 +13,9 @@ min-max).
 The teacher is served from its own process (``python -m gadx.serve --synthetic``, the same
 synthetic teacher the embedded default serves in a thread), so its CPU work and its
 interpreter lock are not the trainer's: the setting of a real run, whose teacher is an API or
-a vLLM server elsewhere. ``--teacher-at thread`` (or ``GADX_BENCH_E2E_THREAD=1`` for the
-test, extra rows) measures the embedded in-thread server too.
+a vLLM server elsewhere. At full size the test also runs both variants with the teacher served
+in a thread of the trainer (``teacher.base_url=embedded``; ``GADX_BENCH_E2E_THREAD=0`` leaves
+them out): the setting in which prefetching was slower than the synchronous run.
 
 Peer: the same run with the teacher called synchronously at the start of each step (submit
 the step's requests, wait for all), the baseline a trainer without a prefetcher has.
@@ -41,7 +42,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _models import run_json_scripts  # noqa: E402
-from _smoke import pick  # noqa: E402
+from _smoke import SMOKE, pick  # noqa: E402
 from results import Results, table  # noqa: E402
 
 WARMUP_STEPS, GAD_STEPS = pick(full=(2, 6), smoke=(2, 2))
@@ -152,7 +153,9 @@ def test_e2e_prefetch_vs_sync(benchmark, tmp_path):
     res = Results("e2e", rounds=GAD_STEPS - 1, config="embedded default, plan=gad", warmup_steps=WARMUP_STEPS,
                   gad_steps=GAD_STEPS, note="rounds = timed GAD steps per variant (the first GAD step is a warm-up); "
                                             "variants run one after the other, each in its own process")
-    at = ["process"] + (["thread"] if os.environ.get("GADX_BENCH_E2E_THREAD") == "1" else [])
+    # the in-thread teacher too (full size; GADX_BENCH_E2E_THREAD=0/1 overrides): it is why prefetching looked slower
+    thread = os.environ.get("GADX_BENCH_E2E_THREAD", "0" if SMOKE else "1") == "1"
+    at = ["process"] + (["thread"] if thread else [])
 
     def compare():
         out = {}
