@@ -35,6 +35,7 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -107,6 +108,7 @@ def run_variant(teacher: str, out_dir: Path, teacher_url: str | None = None) -> 
                                                      encode=env.reply_ids, prefetcher=SyncFetch)
     try:
         summary = Run(cfg, env, name="gad", out_dir=out_dir / "gad").train()
+        threads_cpu = thread_cpu_s()  # before close: the teacher's threads are still alive
     finally:
         env.close()
         destroy_parallel()
@@ -117,12 +119,30 @@ def run_variant(teacher: str, out_dir: Path, teacher_url: str | None = None) -> 
     med = {k: statistics.median(float(r.get(k, 0.0)) for r in timed) for k in SPLIT}
     return {"teacher": teacher, "teacher_at": "thread" if teacher_url is None else "process", "median": med, "steps": [{k: r.get(k) for k in ("step", *SHOWN)} for r in gad], "prefetch_depth": cfg.teacher.prefetch_depth,
             "threads": torch.get_num_threads(), "loadavg_1m": os.getloadavg()[0],
-            "losses_finite": all(isinstance(r.get("loss/g_pg"), float) for r in gad)}
+            "losses_finite": all(isinstance(r.get("loss/g_pg"), float) for r in gad),
+            "thread_cpu_s": threads_cpu, "process_cpu_s": time.process_time()}
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by Python thread name (Linux /proc): how much
+    of the trainer's CPU the teacher's client (and an in-thread server) took over the whole run."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        try:
+            fields = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, TypeError):
+            continue
+        out[t.name] = out.get(t.name, 0.0) + (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return out
 
 
 def variant_cmd(teacher: str, out_dir: Path, teacher_url: str | None = None) -> list[str]:
     return [sys.executable, __file__, "--teacher", teacher, "--out-dir", str(out_dir),
             *(["--teacher-url", teacher_url] if teacher_url else [])]
+
+
+teacher_process_cpu_s: list[float] = []
 
 
 @contextlib.contextmanager
@@ -139,6 +159,11 @@ def teacher_process():
         m = re.search(r"at (http://\S+)", line)
         assert m, f"gadx serve did not start: {line!r}"
         yield m.group(1)
+        try:  # the teacher's CPU time over both variants (utime + stime of its process)
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            teacher_process_cpu_s.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        except OSError:
+            pass
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -190,6 +215,11 @@ def test_e2e_prefetch_vs_sync(benchmark, tmp_path):
             res.row(f"{base}: {label}", _steps(sync, key), unit="s")
             res.row(f"prefetched teacher, {tag}: {label}", _steps(pre, key), unit="s", baseline=f"{base}: {label}")
         res.data[f"steps_{where}"] = {"sync": sync["steps"], "prefetch": pre["steps"]}
+    # where the CPU went, per variant: the trainer process, and its threads (the teacher client's
+    # event loop "gadx-teacher", its cache writer, an in-thread server "gadx-serve"), whole run
+    res.data["process_cpu_s"] = {f"{k[0]}-{k[1]}": v["process_cpu_s"] for k, v in out.items()}
+    res.data["thread_cpu_s"] = {f"{k[0]}-{k[1]}": v["thread_cpu_s"] for k, v in out.items()}
+    res.data["teacher_process_cpu_s_both_variants"] = teacher_process_cpu_s[-1] if teacher_process_cpu_s else None
     res.data["variant_load_avg_1m_after"] = {f"{k[0]}-{k[1]}": v["loadavg_1m"] for k, v in out.items()}
     res.write()
     print("\n" + table(res.data))

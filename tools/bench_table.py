@@ -100,8 +100,17 @@ def render(directory: Path, names: list[str] | None = None) -> str:
 
 
 def update_text(text: str, directory: Path) -> str:
-    """``text`` with every generated block replaced by its benchmark's current table."""
-    return BLOCK.sub(lambda m: m.group(1) + "\n" + render(directory, [m.group(2)]) + "\n" + m.group(4), text)
+    """``text`` with every generated block replaced by its benchmark's current table (a block whose
+    benchmark has no results file yet says so, with the command that makes one)."""
+    def block(m: re.Match) -> str:
+        name = m.group(2)
+        if (directory / f"{name}.json").exists():
+            body = render(directory, [name])
+        else:
+            body = f"No results file yet: `python tools/bench_all.py {name}` writes benchmarks/results/{name}.json.\n"
+        return m.group(1) + "\n" + body + "\n" + m.group(4)
+
+    return BLOCK.sub(block, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,6 +97,8 @@ def test_update_and_check_markdown(res, tmp_path):
     assert text.startswith("# Doc\nbefore\n") and text.endswith("<!-- /bench_table -->\nafter\n")
     assert subprocess.run([*tool, "--check", str(md)], capture_output=True).returncode == 0
     assert bench_table.update_text(text, tmp_path) == text  # idempotent
+    missing = bench_table.update_text("<!-- bench_table: nothing -->\n<!-- /bench_table -->\n", tmp_path)
+    assert "No results file yet: `python tools/bench_all.py nothing`" in missing
 
 
 def test_invalid_file_is_refused(tmp_path):
