@@ -88,29 +88,17 @@ def rss_mib() -> float:
 
 
 def run_json_scripts(cmds: dict[str, list[str]], *, timeout: float = 3600) -> dict[str, dict]:
-    """Run each command (a script printing one JSON line last) in its own process; return the parsed lines.
+    """Run each command (a script printing one JSON line last) in its own process, one after the
+    other (never at once: two sides sharing the cores would time each other); the parsed lines.
 
-    The processes run at the same time, so on a shared, noisy machine both sides of a comparison
-    see the same load; GADX_BENCH_SERIAL=1 runs them one after another (an idle machine)."""
+    Each side gets its own process (its own peak RSS, its own torch threads)."""
     import json
-    import os
     import subprocess
 
-    def start(cmd):
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    serial = os.environ.get("GADX_BENCH_SERIAL") == "1"
-    procs, outs = {}, {}
-    for name, cmd in cmds.items():
-        procs[name] = start(cmd)
-        if serial:
-            outs[name] = procs[name].communicate(timeout=timeout)
-    for name, proc in procs.items():
-        if name not in outs:
-            outs[name] = proc.communicate(timeout=timeout)
     results = {}
-    for name, (stdout, stderr) in outs.items():
-        if procs[name].returncode != 0:
-            raise RuntimeError(f"{name} failed ({procs[name].returncode}):\n{stderr[-4000:]}")
-        results[name] = json.loads(stdout.strip().splitlines()[-1])
+    for name, cmd in cmds.items():
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     return results

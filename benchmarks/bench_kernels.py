@@ -6,9 +6,10 @@
 
 Eager = fp32 logits -> log_softmax -> gather -> GRPO loss (+ k3 KL), backward.
 Ours  = grpo_loss(..., backend="torch"), forward + backward.
-Time: median wall time of forward+backward (pytest-benchmark for each provider,
-plus an interleaved perf_counter median in test_ratio so both ratios come from
-the same run). Peak memory: each provider runs once in a fresh spawned process;
+Time: median (min-max) wall and CPU time of forward+backward over ``ROUNDS`` = 5 rounds,
+the two providers one after the other in each round (test_ratio; pytest-benchmark also
+times each provider alone in test_time). ``GADX_BENCH_RESULTS=1`` writes
+benchmarks/results/kernels.json (benchmarks/results.py). Peak memory: each provider runs once in a fresh spawned process;
 peak extra = VmHWM after the call - VmRSS after the inputs were built, with the
 kernel's high-water mark reset in between (resident set, so it counts every allocator).
 The GPU table lives in tools/gpu_bench_kernels.py.
@@ -26,7 +27,9 @@ from gadx.kernels import grpo_loss, token_logprobs
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _smoke import pick  # noqa: E402
+from results import Results, table  # noqa: E402
 
+ROUNDS = pick(full=5, smoke=2)
 SIZES = {"base": pick(full=(4096, 512, 32000), smoke=(64, 32, 517)), "large": (8192, 1024, 65536)}
 
 
@@ -113,9 +116,19 @@ def test_time(benchmark, provider, size):
     benchmark.pedantic(step, args=(provider, inputs), rounds=3, iterations=1, warmup_rounds=1)
 
 
+@pytest.fixture(scope="module")
+def results():
+    res = Results("kernels", rounds=ROUNDS, note="fused GRPO loss, CPU torch backend, fwd+bwd; providers one after "
+                                                 "the other in each round; peak memory: one spawned process each")
+    yield res
+    if res.rows:
+        res.write()
+        print("\n" + table(res.data))
+
+
 @pytest.mark.timeout(3600)  # 8 full steps + 2 spawned processes; slow on a shared 2-core machine
 @pytest.mark.parametrize("size", _params())
-def test_ratio(size, record):
+def test_ratio(size, results):
     """Correctness, then time and peak-memory ratios ours/eager measured in this run."""
     inputs = make_inputs(*SIZES[size])
     (le, dhe, dwe), (lo, dho, dwo) = step("eager", inputs), step("ours", inputs)
@@ -123,20 +136,25 @@ def test_ratio(size, record):
     for a, b in ((dho, dhe), (dwo, dwe)):
         assert (a - b).abs().max() <= 1e-3 * b.abs().max()
     times = {p: [] for p in PROVIDERS}
-    for _ in range(3):
+    cpu = {p: [] for p in PROVIDERS}
+    for _ in range(ROUNDS):
         for p in PROVIDERS:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step(p, inputs)
-            times[p].append(time.perf_counter() - t0)
+            times[p].append((time.perf_counter() - t0) * 1e3)
+            cpu[p].append((time.process_time() - c0) * 1e3)
     med = {p: statistics.median(v) for p, v in times.items()}
     mem = {p: peak_extra_mib(p, size) for p in PROVIDERS}
     T, H, V = SIZES[size]
+    results.data["threads"] = torch.get_num_threads()
     print(f"\n[cpu, {torch.get_num_threads()} threads] T={T} H={H} V={V}: "
-          f"eager {med['eager'] * 1e3:.0f} ms / {mem['eager']:.0f} MiB peak extra RSS; "
-          f"ours {med['ours'] * 1e3:.0f} ms / {mem['ours']:.0f} MiB; "
+          f"eager {med['eager']:.0f} ms / {mem['eager']:.0f} MiB peak extra RSS; "
+          f"ours {med['ours']:.0f} ms / {mem['ours']:.0f} MiB; "
           f"time ours/eager = {med['ours'] / med['eager']:.2f}x, memory ours/eager = {mem['ours'] / mem['eager']:.3f}x")
-    shape = f"T={T} H={H} V={V}, fwd+bwd"
-    record(group="fused loss (CPU, torch backend)", name=f"time, {shape}", ours=med["ours"] * 1e3,
-           peer_name="torch eager", peer=med["eager"] * 1e3, unit="ms", higher_is_better=False)
-    record(group="fused loss (CPU, torch backend)", name=f"peak extra RSS, {shape}", ours=mem["ours"],
-           peer_name="torch eager", peer=mem["eager"], unit="MiB", higher_is_better=False)
+    shape = f"T={T} H={H} V={V}"
+    results.row(f"torch eager loss fwd+bwd, {shape}", times["eager"], unit="ms", cpu_times=cpu["eager"])
+    results.row(f"gadx fused GRPO loss fwd+bwd, {shape}", times["ours"], unit="ms", cpu_times=cpu["ours"],
+                baseline=f"torch eager loss fwd+bwd, {shape}")
+    results.row(f"torch eager peak extra RSS, {shape}", [mem["eager"]], unit="MiB")
+    results.row(f"gadx fused GRPO loss peak extra RSS, {shape}", [mem["ours"]], unit="MiB",
+                baseline=f"torch eager peak extra RSS, {shape}")

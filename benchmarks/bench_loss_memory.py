@@ -1,6 +1,7 @@
 """Peak extra memory of the GRPO loss (forward + backward) against T and V: gadx, eager PyTorch, Liger.
 
     python benchmarks/bench_loss_memory.py                # the table of benchmarks/README.md (minutes, ~4 GB)
+    GADX_BENCH_RESULTS=1 pytest benchmarks/bench_loss_memory.py   # + benchmarks/results/loss_memory.json
     pytest benchmarks/bench_loss_memory.py -s             # the same grid, rows via ``record``
     GADX_BENCH_SMOKE=1 pytest benchmarks/bench_loss_memory.py   # seconds: one tiny shape
 
@@ -40,6 +41,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _smoke import pick  # noqa: E402
+from results import Results  # noqa: E402
+from results import table as results_table  # noqa: E402
 
 H = pick(full=256, smoke=32)
 SEQ = pick(full=256, smoke=16)  # tokens per sequence for Liger's [B, L, H] input
@@ -154,8 +157,26 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def to_results(rows: list[dict]) -> Results:
+    """The grid as a results file (benchmarks/results.py): eager is each shape's baseline."""
+    res = Results("loss_memory", rounds=1, threads=1, H=H, note="peak extra resident memory of one forward + backward, "
+                  "each (provider, shape) once in a fresh spawned process; memory does not depend on the load")
+    for r in rows:
+        shape = f"T={r['T']} V={r['V']} H={r['H']}"
+        base = f"eager PyTorch, {shape}"
+        res.row(base, [r["eager"]["peak_mib"]], unit="MiB")
+        for p in ("gadx 64 MiB", "gadx 2 GiB", "liger"):
+            if p in r:
+                label = {"gadx 64 MiB": "gadx, 64 MiB chunk budget (CPU default)",
+                         "gadx 2 GiB": "gadx, 2 GiB chunk budget (CUDA default)",
+                         "liger": "Liger LigerFusedLinearGRPOLoss"}[p]
+                res.row(f"{label}, {shape}", [r[p]["peak_mib"]], unit="MiB", baseline=base,
+                        stated_bound_mib=r[p]["bound_mib"])
+    return res
+
+
 @pytest.mark.timeout(3600)
-def test_loss_peak_memory(record):
+def test_loss_peak_memory():
     rows = table()
     for r in rows:
         for p in PROVIDERS:
@@ -166,28 +187,22 @@ def test_loss_peak_memory(record):
                     assert r[p]["peak_mib"] <= 1.25 * b, (p, r)  # the documented bound holds
         # same loss formula: gadx and eager agree (Liger's "grpo" normalises per sequence: not compared)
         assert r["gadx 64 MiB"]["loss"] == pytest.approx(r["eager"]["loss"], rel=1e-4, abs=1e-6)
-        shape = f"T={r['T']} V={r['V']} H={r['H']}, fwd+bwd"
-        for p in ("eager", "liger"):
-            if p in r:
-                record(group="fused loss memory (CPU)", name=f"peak extra RSS, {shape}, gadx 64 MiB budget",
-                       ours=r["gadx 64 MiB"]["peak_mib"], peer_name=p, peer=r[p]["peak_mib"], unit="MiB",
-                       higher_is_better=False, extra={"gadx_2GiB_budget_mib": r["gadx 2 GiB"]["peak_mib"]})
-    print("\n" + markdown(rows))
+    res = to_results(rows)
+    res.write()
+    print("\n" + markdown(rows) + "\n\n" + results_table(res.data))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--json", type=Path, help="also write the results file (benchmarks/results.py schema) here")
     a = ap.parse_args(argv)
-    import os
-
-    from conftest import machine_info
-
-    load = os.getloadavg()[0]
+    res = Results("loss_memory", rounds=1)  # load average before the grid
     rows = table()
+    res.data["rows"] = to_results(rows).rows
+    res.write()  # where GADX_BENCH_RESULTS says (if it does); sets the load average after
     if a.json:
-        a.json.write_text(json.dumps({"machine": machine_info(), "loadavg_1m": [load, os.getloadavg()[0]],
-                                      "H": H, "rows": rows}, indent=1))
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(res.data, indent=1))
     print(markdown(rows))
     return 0
 

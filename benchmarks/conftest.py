@@ -1,14 +1,19 @@
 """Shared benchmark harness: every figure is a ratio against a named peer measured in the same run.
 
+The published numbers come from each benchmark's results file (``benchmarks/results.py``:
+``GADX_BENCH_RESULTS=1`` writes benchmarks/results/<benchmark>.json, rendered by
+tools/bench_table.py). The older ``record`` fixture below remains for benchmarks not yet moved
+to it: it prints a table, and writes its rows only where ``GADX_BENCH_OUT`` points.
+
 Benchmarks call the ``record`` fixture once per comparison::
 
     record(group="sampler", name="tokens/s, batch 64 x 128 new", ours=12_345.0,
            peer_name="transformers.generate", peer=4_100.0, higher_is_better=True,
            unit="tok/s", extra={"model": "qwen2-tiny"})
 
-At the end of the session the rows go to ``benchmarks/results/<UTC time>.json`` and
-``.csv`` with the machine, library versions and git commit, and a markdown table is
-printed. Set ``GADX_BENCH_OUT`` to write elsewhere. Benchmarks never fail on a time
+At the end of the session a markdown table is printed and, when ``GADX_BENCH_OUT`` is set, the
+rows go to ``$GADX_BENCH_OUT/<UTC time>.json`` and ``.csv`` with the machine, library versions
+and git commit (never into benchmarks/results/, whose files are the committed results). Benchmarks never fail on a time
 threshold; they fail only when a correctness check inside them fails.
 
 ``GADX_BENCH_SMOKE=1`` shrinks every benchmark to seconds (``_smoke.py``); such a session
@@ -97,11 +102,14 @@ def record(benchmark):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not _ROWS or (SMOKE and not os.environ.get("GADX_BENCH_OUT")):
-        return  # smoke sizes are not results: never into benchmarks/results by default
-    out_dir = Path(os.environ.get("GADX_BENCH_OUT", Path(__file__).parent / "results"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not _ROWS:
+        return
     info = machine_info()
+    if not os.environ.get("GADX_BENCH_OUT"):
+        _print_table(info)
+        return  # benchmarks/results/ holds the committed results files only (results.py)
+    out_dir = Path(os.environ["GADX_BENCH_OUT"])
+    out_dir.mkdir(parents=True, exist_ok=True)
     stamp = info["time_utc"].replace(":", "").replace("+0000", "Z")
     (out_dir / f"{stamp}.json").write_text(json.dumps({"machine": info, "smoke": SMOKE, "rows": _ROWS}, indent=2))
     with open(out_dir / f"{stamp}.csv", "w", newline="") as f:
@@ -109,6 +117,11 @@ def pytest_sessionfinish(session, exitstatus):
                            extrasaction="ignore")
         w.writeheader()
         w.writerows(_ROWS)
+    _print_table(info)
+    print(f"results: {out_dir / stamp}.json")
+
+
+def _print_table(info: dict) -> None:
     hw = info["cuda"] or f"{info['cpu']} ({info['torch_threads']} threads)"
     lines = [f"\n### gadx benchmarks{' (SMOKE SIZES: not results)' if SMOKE else ''} on {hw}, torch {info['torch']}, commit {info['commit']}",
              "| group | measure | gadx | peer | peer value | gadx speed-up |", "|---|---|---|---|---|---|"]
@@ -116,4 +129,3 @@ def pytest_sessionfinish(session, exitstatus):
         lines.append(f"| {r['group']} | {r['name']} | {r['ours']:.4g} {r['unit']} | {r['peer_name']} | "
                      f"{r['peer']:.4g} {r['unit']} | {r['speedup_vs_peer']:.2f}x |")
     print("\n".join(lines))
-    print(f"results: {out_dir / stamp}.json")

@@ -12,6 +12,9 @@ the hub is off (HF_HUB_OFFLINE=1).
 
 A benchmark passes here when its tests pass, or skip only because an optional peer (TRL,
 datasets, openai, transformers) is not installed; gadx's side still runs in those cases.
+Every benchmark that publishes numbers also writes its results file (benchmarks/results.py) into
+the session's directory (GADX_BENCH_RESULTS), valid against the schema and marked smoke, so a
+benchmark whose results writer breaks fails here too, not at the next full run.
 """
 from __future__ import annotations
 
@@ -27,16 +30,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_FILES = sorted((ROOT / "benchmarks").glob("bench_*.py"))
 OPTIONAL_PEERS = ("trl", "datasets", "openai", "transformers")
+# benchmark file -> its results file stem; a bench_*.py that builds Results(...) is added automatically
+WRITERS = {"bench_grpo_step": "grpo_step", "bench_e2e": "e2e", "bench_teacher": "teacher", "bench_kernels": "kernels",
+           "bench_loss_memory": "loss_memory"}
+WRITERS.update({p.stem: p.stem.removeprefix("bench_") for p in BENCH_FILES
+                if p.stem not in WRITERS and "Results(" in p.read_text()})
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_smoke")
-    env = {**os.environ, "GADX_BENCH_SMOKE": "1", "GADX_BENCH_OUT": str(out / "results"), "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, "GADX_BENCH_SMOKE": "1", "GADX_BENCH_OUT": str(out / "results"),
+           "GADX_BENCH_RESULTS": str(out / "schema"), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("TRITON_INTERPRET", None)  # tests/conftest.py sets it; `pytest benchmarks/` from a shell does not
-    # one thread per process: smoke shapes gain nothing from intra-op threads, and the benchmarks
-    # run two processes at once, so two threads each only spin against each other on 2 cores
+    # one thread per process: smoke shapes gain nothing from intra-op threads
     env.setdefault("OMP_NUM_THREADS", "1")
     junit = out / "junit.xml"
     cmd = [sys.executable, "-m", "pytest", *map(str, BENCH_FILES), "-q", "-p", "no:cacheprovider",
@@ -69,11 +77,17 @@ def test_benchmark_runs_at_smoke_size(bench, smoke_run):
 
 
 @pytest.mark.timeout(960)
-def test_smoke_results_are_marked(smoke_run):
-    """The harness's results writer ran (bench_kernels' ratio against torch eager needs no optional
-    peer, so there is always a row), marked the file as smoke, and wrote where it was told."""
-    files = list((smoke_run["out"] / "results").glob("*.json"))
-    assert len(files) == 1, files
-    data = json.loads(files[0].read_text())
-    assert data["smoke"] is True and data["rows"], data
-    assert all(r["ours"] == r["ours"] and r["peer"] == r["peer"] for r in data["rows"]), data["rows"]  # no NaN
+@pytest.mark.parametrize("bench", sorted(WRITERS))
+def test_results_file_is_written(bench, smoke_run):
+    """The benchmark wrote <results stem>.json where it was told, in the schema, marked smoke, no NaN."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from results import validate
+
+    path = smoke_run["out"] / "schema" / f"{WRITERS[bench]}.json"
+    assert path.exists(), f"{bench} wrote no results file {path.name}:\n{smoke_run['proc'].stdout[-3000:]}"
+    data = json.loads(path.read_text())
+    validate(data)
+    assert data["benchmark"] == WRITERS[bench] and data["smoke"] is True, data
+    assert data["rounds"] >= 1 and data["load_avg_1m_after"] is not None, data
+    assert all(r["median"] == r["median"] for r in data["rows"]), data["rows"]  # no NaN
+
