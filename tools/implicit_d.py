@@ -27,9 +27,17 @@ from d_curve import make_pairs, seq_reply_logprob  # noqa: E402
 
 class ImplicitD:
     def __init__(self, mc, sd, *, lr: float, temperature: float, beta: float = 1.0, batch: int = 32, epochs: int = 1,
-                 online: bool = True, seed: int = 0):
+                 online: bool = True, seed: int = 0, reward: str = "ratio"):
         if beta <= 0 or lr <= 0 or temperature <= 0:
             raise ValueError(f"beta, lr and temperature must be > 0, got {beta}, {lr}, {temperature}")
+        if reward not in ("ratio", "logp"):
+            raise ValueError(f"reward must be ratio or logp, got {reward!r}")
+        # what the hook hands GAD: "ratio" = D itself; "logp" = D's learned part only, log P_theta(y|x) per
+        # token (the reward then has the oracle's form with P_theta in the teacher's place). Why: with a
+        # frozen reference S_0, D = log P_theta - log S_0 is ~0 on replies its training never touched,
+        # above the student's recent samples, which training pushed down: a bonus for new errors
+        # (measured: recipes/RESULTS_embedded.md, "gi1")
+        self.reward = reward
         self.mc, self.ref = mc, {k: v.detach() for k, v in sd.items()}
         self.theta = {k: v.detach().clone().requires_grad_(True) for k, v in sd.items()}
         self.opt = torch.optim.AdamW(list(self.theta.values()), lr=lr, weight_decay=0.0)
@@ -56,6 +64,13 @@ class ImplicitD:
     def scores(self, prompts, replies, chunk: int = 64) -> torch.Tensor:
         return torch.cat([self._score(prompts[c:c + chunk], replies[c:c + chunk], False)
                           for c in range(0, len(prompts), chunk)]) if prompts else torch.zeros(0)
+
+    def logp_per_token(self, prompts, replies, chunk: int = 64) -> torch.Tensor:
+        """log P_theta(y|x) / |y| at the sampling temperature, no grad."""
+        with torch.no_grad():
+            lp = torch.cat([seq_reply_logprob(self.mc, self.theta, prompts[c:c + chunk], replies[c:c + chunk], self.temperature)
+                            for c in range(0, len(prompts), chunk)])
+        return lp / torch.tensor([max(len(r), 1) for r in replies], dtype=lp.dtype)
 
     def update(self, pairs: list[tuple[list[int], list[int], list[int]]]) -> float:
         """Bradley-Terry passes over (prompt, teacher reply, student sample) triples; the mean loss."""
@@ -87,8 +102,12 @@ class ImplicitD:
         P = len(batch.prompts)
         n = len(responses) // P
         assert n * P == len(responses) and all(list(prompts[i * n]) == list(batch.prompts[i]) for i in range(P))
-        t_P = self.scores(batch.prompts, batch.teacher)
-        s_PN = self.scores(list(prompts), list(responses)).view(P, n)
+        if self.reward == "ratio":
+            t_P = self.scores(batch.prompts, batch.teacher)
+            s_PN = self.scores(list(prompts), list(responses)).view(P, n)
+        else:
+            t_P = self.logp_per_token(batch.prompts, batch.teacher)
+            s_PN = self.logp_per_token(list(prompts), list(responses)).view(P, n)
         if self.online:
             loss = self.update([(batch.prompts[i], batch.teacher[i], responses[i * n + j]) for i in range(P) for j in range(n)])
             self.log.append({"loss": loss, "acc": float(((t_P[:, None] > s_PN).double() + 0.5 * (t_P[:, None] == s_PN).double()).mean())})

@@ -71,7 +71,8 @@ def cmd_gad(a) -> None:
             from gadx.world import World
 
             idisc = ImplicitD.from_folder(a.start, lr=a.id_lr, temperature=cfg.stages.temperature, epochs=a.id_epochs,
-                                          seed=cfg.run.seed)
+                                          seed=cfg.run.seed, reward=a.id_reward,
+                                          online=not a.id_frozen)
             _, _, eng0, tok0 = _load(Path(a.start))
             warm_loss = idisc.warm(World(seed=cfg.data.world_seed), tok0, eng0, a.id_warm_pairs, seed=cfg.run.seed + 11)
             print(f"implicit D: {a.id_warm_pairs} warm-up pairs, loss {warm_loss:.3f} "
@@ -307,6 +308,10 @@ def main(argv=None) -> int:
         p.add_argument("--set", action="append", default=[])
         p.add_argument("--implicit-d", action="store_true", help="gad: D = tools/implicit_d.py's implicit reward")
         p.add_argument("--id-lr", type=float, default=3e-4, help="implicit D's lr")
+        p.add_argument("--id-reward", default="ratio", choices=("ratio", "logp"),
+                       help="implicit D: reward = D (ratio) or its learned part log P_theta per token (logp)")
+        p.add_argument("--id-frozen", action="store_true",
+                       help="implicit D: no updates during GAD (with --id-warm-pairs 0: P_theta = the start student)")
         p.add_argument("--id-epochs", type=int, default=1, help="implicit D's passes over each step's pairs")
         p.add_argument("--id-warm-pairs", type=int, default=1024, help="implicit D's D-only pairs before GAD")
         p.add_argument("--n", type=int, default=64)

@@ -92,3 +92,20 @@ def test_step_hook_replaces_the_discriminator_reward(tmp_path, tiny_args):
     assert len(calls) == len(gad) == cfg.stages.gad.steps
     for r in gad:  # the reward is the hook's score: the mean sample length
         assert r["reward/mean"] == pytest.approx(r["len/student"], abs=1e-4)
+
+
+def test_logp_reward_is_the_learned_models_loglik_per_token():
+    from d_curve import seq_reply_logprob
+    from implicit_d import ImplicitD
+
+    mc, sd = _tiny(1)
+    d = ImplicitD(mc, sd, lr=1e-2, temperature=0.8, reward="logp", online=False)
+    batch = SimpleNamespace(prompts=[[1, 2], [3, 1]], teacher=[[4, 5, 10], [6, 10]])
+    prompts = [[1, 2], [1, 2], [3, 1], [3, 1]]
+    responses = [[4, 4, 10], [7, 10], [5, 5, 5, 10], [9, 10]]
+    t_P, s_PN = d(batch, prompts, responses)
+    want = seq_reply_logprob(mc, sd, prompts, responses, 0.8) / torch.tensor([3.0, 2.0, 4.0, 2.0])
+    assert torch.allclose(s_PN.flatten(), want, atol=1e-5)
+    assert t_P.shape == (2,) and d.log == []  # online=False: no update, nothing logged
+    with pytest.raises(ValueError, match="ratio or logp"):
+        ImplicitD(mc, sd, lr=1e-2, temperature=0.8, reward="oracle")
