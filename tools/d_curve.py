@@ -8,9 +8,19 @@ accuracy (ties 1/2, error clustered by prompt) on held-out pairs from test_id pr
 beside acc*, the accuracy of the Bayes-optimal score log T(y|x) - log S_0.8(y|x) on the same
 held-out pairs (exact teacher probabilities: a diagnostic only; D never sees them).
 
-D is the student's transformer with a fresh scalar head read at the reply's last token (the
-trainer's D), run here as plain PyTorch on the HF weights (right-padded batches, causal
-attention), so the tool needs no parallel setup. Single process; OMP_NUM_THREADS=1 or 2.
+Two kinds of D (``--d-kind``), both run as plain PyTorch on the HF weights (right-padded batches,
+causal attention), so the tool needs no parallel setup:
+  head      the student's transformer with a fresh scalar head read at the reply's last token (the
+            trainer's D today): it must learn, from one bit per pair, to compare reply and prompt.
+  implicit  D(x, y) = beta * [log P_theta(y|x) - log S(y|x)] at the sampling temperature, summed over
+            the reply's tokens: P_theta starts as a trainable copy of the student S (so D = 0 at
+            the start) and S stays frozen. The Bradley-Terry optimum log T - log S + c is exactly
+            P_theta = T at beta = 1, so D only has to move a language model that already reads the
+            prompt (the copy skill lives in its token log-probs) toward the teacher, token by token,
+            instead of growing a scalar judgement from scratch (DPO's implicit reward, with the
+            student as the reference). It needs no teacher probabilities: only text pairs.
+Single process; OMP_NUM_THREADS=1 or 2. ``--cache`` keeps the sampled pairs (and acc*) in a file so
+several D settings are compared on the same pairs.
 """
 from __future__ import annotations
 
@@ -87,6 +97,26 @@ def seq_logprob(mc, sd, prompts, responses, temperature: float) -> torch.Tensor:
     return torch.stack(out).double()
 
 
+def seq_reply_logprob(mc, sd, prompts, replies, temperature: float) -> torch.Tensor:
+    """Per sequence, the sum over the reply's tokens of log P(token | prefix) at ``temperature``
+    (differentiable in sd's tensors). prompts, replies: token-id lists."""
+    ids, _ = _pad([list(p) + list(r) for p, r in zip(prompts, replies)], 0)
+    logits = F.linear(hidden(mc, sd, ids), sd["lm_head.weight"]) / temperature
+    lp_BTV = torch.log_softmax(logits.float(), -1)
+    # position i predicts token i + 1: the reply's tokens are predicted at len(p) - 1 .. len(p) + len(r) - 2
+    tgt = torch.zeros_like(ids)
+    tgt[:, :-1] = ids[:, 1:]
+    mask = torch.zeros(ids.shape, dtype=torch.bool)
+    for i, (p, r) in enumerate(zip(prompts, replies)):
+        mask[i, len(p) - 1: len(p) + len(r) - 1] = True
+    tok_BT = lp_BTV.gather(2, tgt[..., None]).squeeze(-1)
+    return (tok_BT * mask).sum(1)
+
+
+def reply_logprob(mc, sd, rows, which: str, temperature: float) -> torch.Tensor:
+    return seq_reply_logprob(mc, sd, [x["p"] for x in rows], [x[which] for x in rows], temperature)
+
+
 def make_pairs(world, tok, eng, prompts: list[str], k: int, seed: int, temperature: float):
     """k (teacher reply, student sample) pairs per prompt: k teacher samples and k student samples."""
     from gadx.train.sequences import encode_prompt, encode_teacher_reply
@@ -138,6 +168,10 @@ def main(argv=None) -> int:
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="")
+    ap.add_argument("--d-kind", choices=("head", "implicit"), default="head")
+    ap.add_argument("--beta", type=float, default=1.0, help="implicit D: the scale of its log-ratio")
+    ap.add_argument("--epochs", type=int, default=1, help="passes over the training pairs")
+    ap.add_argument("--cache", default="", help="a .pt file of the pairs: made once, reused")
     a = ap.parse_args(argv)
     torch.manual_seed(a.seed)
     t0 = time.perf_counter()
@@ -146,19 +180,40 @@ def main(argv=None) -> int:
     world = World(seed=0)
     train_prompts = [ex.prompt for ex in world.split("train")]
     n_train_prompts = min(len(train_prompts), -(-a.pairs // a.k))
-    train = make_pairs(world, tok, eng, train_prompts[:n_train_prompts], a.k, a.seed, a.temperature)[: a.pairs]
-    held = make_pairs(world, tok, eng, [ex.prompt for ex in world.split("test_id")][: a.held // 2], 2, a.seed + 7, a.temperature)
-    ceiling = acc_star_of(world, tok, mc, sd, held, a.temperature)
+    cache = Path(a.cache) if a.cache else None
+    if cache is not None and cache.exists():
+        train, held, ceiling = torch.load(cache, weights_only=False)
+        train = train[: a.pairs]
+    else:
+        train = make_pairs(world, tok, eng, train_prompts[:n_train_prompts], a.k, a.seed, a.temperature)[: a.pairs]
+        held = make_pairs(world, tok, eng, [ex.prompt for ex in world.split("test_id")][: a.held // 2], 2, a.seed + 7, a.temperature)
+        ceiling = acc_star_of(world, tok, mc, sd, held, a.temperature)
+        if cache is not None:
+            torch.save((train, held, ceiling), cache)
     print(f"{len(train)} training pairs on {n_train_prompts} prompts, {len(held)} held-out pairs; "
           f"acc* (held-out) = {ceiling:.3f}; pairs made in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    # D: the student's trunk (trainable copy) + a fresh score head
-    dsd = {k: v.clone().requires_grad_(True) for k, v in sd.items() if k != "lm_head.weight"}
-    head = torch.nn.Linear(mc.hidden_size, 1)
-    params = list(dsd.values()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
+    if a.d_kind == "head":  # the student's trunk (trainable copy) + a fresh score head
+        dsd = {k: v.clone().requires_grad_(True) for k, v in sd.items() if k != "lm_head.weight"}
+        head = torch.nn.Linear(mc.hidden_size, 1)
+        params = list(dsd.values()) + list(head.parameters())
+    else:  # a trainable copy of the whole student, LM head included; the frozen student is the reference
+        dsd = {k: v.clone().requires_grad_(True) for k, v in sd.items()}
+        params = list(dsd.values())
+        ref = {}  # the frozen student's reply log-prob, per (row id, side): computed once
+
+        def ref_lp(rows, which):
+            missing = [x for x in rows if (id(x), which) not in ref]
+            if missing:
+                with torch.no_grad():
+                    for x, v in zip(missing, reply_logprob(mc, sd, missing, which, a.temperature)):
+                        ref[(id(x), which)] = v
+            return torch.stack([ref[(id(x), which)] for x in rows])
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01 if a.d_kind == "head" else 0.0)
 
     def scores(rows, which):
+        if a.d_kind == "implicit":
+            return a.beta * (reply_logprob(mc, dsd, rows, which, a.temperature) - ref_lp(rows, which))
         ids, last = _pad([list(x["p"]) + list(x[which]) for x in rows], 0)
         h = hidden(mc, dsd, ids)
         return head(h[torch.arange(len(rows)), last]).squeeze(-1)
@@ -175,8 +230,11 @@ def main(argv=None) -> int:
     curve.append({"pairs": 0, "acc": acc, "se": se})
     print(f"pairs {0:6d}  held-out acc {acc:.3f} ± {se:.3f}  (acc* {ceiling:.3f})", flush=True)
     mark = 256
-    order = list(range(len(train)))
-    random.Random(a.seed).shuffle(order)
+    order = []
+    for e in range(a.epochs):
+        o = list(range(len(train)))
+        random.Random(a.seed + e).shuffle(o)
+        order += o
     seen = 0
     for c in range(0, len(order), a.batch):
         rows = [train[i] for i in order[c:c + a.batch]]

@@ -2,6 +2,7 @@
 
     # the SFT start (and the SeqKD arm's first part): python -m gadx.train --set run.plan=seqkd ... -> <out>/seqkd/student_hf
     python tools/oracle_arm.py gad   START OUT [--steps 40] [--d-warm 20] [--set stages.gad.reward=oracle ...]  # GRPO arm
+    python tools/oracle_arm.py gad   START OUT --implicit-d [--id-lr 3e-4] [--id-warm-pairs 1024]  # GAD, implicit D
     python tools/oracle_arm.py sft   START OUT [--steps 40] [--set stages.seqkd.lr=3e-4 ...]      # SeqKD continued
     python tools/oracle_arm.py eval  FOLDER [--n 64] [--k 4]          # -> FOLDER/eval.json
     python tools/oracle_arm.py compare A B [--metric valid] [--temp best]  # paired per-prompt difference, bootstrap 95%
@@ -58,10 +59,24 @@ def cmd_gad(a) -> None:
         sets = [f"stages.warmup.steps={a.d_warm}", f"stages.warmup.d_only_steps={a.d_warm}", "stages.warmup.g_only_steps=0",
                 "stages.sft_prompts_per_step=0", "stages.gad.d_gate_steps=0", "stages.gad.d_acc_gate=0.0",
                 f"stages.gad.steps={a.steps}", *a.set]
+    if a.implicit_d:  # the trainer's D is left frozen (its scores unused); the implicit D scores and learns
+        sets = [*sets, "stages.gad.freeze_discriminator=true"]
     cfg = _cfg(Path(a.start), out, sets, a.config)
     env = Env(cfg)
     t0 = time.perf_counter()
     try:
+        idisc = None
+        if a.implicit_d:
+            from implicit_d import ImplicitD
+            from gadx.world import World
+
+            idisc = ImplicitD.from_folder(a.start, lr=a.id_lr, temperature=cfg.stages.temperature, epochs=a.id_epochs,
+                                          seed=cfg.run.seed, reward=a.id_reward,
+                                          online=not a.id_frozen)
+            _, _, eng0, tok0 = _load(Path(a.start))
+            warm_loss = idisc.warm(World(seed=cfg.data.world_seed), tok0, eng0, a.id_warm_pairs, seed=cfg.run.seed + 11)
+            print(f"implicit D: {a.id_warm_pairs} warm-up pairs, loss {warm_loss:.3f} "
+                  f"[{time.perf_counter() - t0:.0f} s]", flush=True)
         dpath = out / "D0"
         if not (dpath / "config.json").exists():
             student = env.load(a.start)
@@ -72,7 +87,17 @@ def cmd_gad(a) -> None:
             r = Run(cfg, env, name="gad", out_dir=out / "gad", discriminator=dpath)
         else:
             r = Run(cfg, env, name="gad", out_dir=out / "gad", gad_only=a.steps, discriminator=dpath)
+        if idisc is not None:
+            make_ctx = r._ctx
+
+            def ctx_with_d():
+                c = make_ctx()
+                c.d_scores = idisc
+                return c
+            r._ctx = ctx_with_d
         r.train()
+        if idisc is not None:
+            (out / "implicit_d.jsonl").write_text("".join(json.dumps(x) + "\n" for x in idisc.log))
         save_pretrained(r.G.model, out / "student_hf")
         env.tok.save(out / "student_hf")
     finally:
@@ -281,6 +306,14 @@ def main(argv=None) -> int:
         p.add_argument("--config", default="", help="a recipe applied before the --set overrides")
         p.add_argument("--d-warm", type=int, default=0, help="gad: D-only steps before the GAD steps")
         p.add_argument("--set", action="append", default=[])
+        p.add_argument("--implicit-d", action="store_true", help="gad: D = tools/implicit_d.py's implicit reward")
+        p.add_argument("--id-lr", type=float, default=3e-4, help="implicit D's lr")
+        p.add_argument("--id-reward", default="ratio", choices=("ratio", "logp"),
+                       help="implicit D: reward = D (ratio) or its learned part log P_theta per token (logp)")
+        p.add_argument("--id-frozen", action="store_true",
+                       help="implicit D: no updates during GAD (with --id-warm-pairs 0: P_theta = the start student)")
+        p.add_argument("--id-epochs", type=int, default=1, help="implicit D's passes over each step's pairs")
+        p.add_argument("--id-warm-pairs", type=int, default=1024, help="implicit D's D-only pairs before GAD")
         p.add_argument("--n", type=int, default=64)
         p.add_argument("--k", type=int, default=4)
     p = sub.add_parser("eval")

@@ -71,6 +71,9 @@ class StepContext:
     sample_seed: int = 0
     recorder: list[str] | None = None  # order-of-operations log (tests)
     oracle: Oracle | None = None  # the embedded world's exact teacher: the oracle reward and diagnostics
+    # an outside discriminator (tools/implicit_d.py): d_scores(batch, prompts, responses) -> (teacher_P,
+    # student_PN), scored before its own update; replaces D's scores in the reward and the diagnostics
+    d_scores: Callable | None = None
     times: dict[str, float] = field(default_factory=dict)
 
     def note(self, what: str) -> None:
@@ -224,6 +227,8 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
         dmbs = _d_pack(ctx, batch, responses, n)
         scores_P1 = D.scores(dmbs, P * (n + 1))
         d_teacher_P, d_student_PN = scores_P1.view(P, n + 1)[:, 0], scores_P1.view(P, n + 1)[:, 1:]
+        if ctx.d_scores is not None:
+            d_teacher_P, d_student_PN = (x.to(d_student_PN) for x in ctx.d_scores(batch, prompts, responses))
         ctx.note("d_score")
         reward_PN = d_student_PN
         if ctx.stages.gad.reward == "oracle":  # the exact teacher log-likelihood per token: the ceiling arm
