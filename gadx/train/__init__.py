@@ -88,12 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         print(to_toml(cfg), end="")
         return 0
     mode = "overwrite" if "--overwrite" in argv else "resume-anyway" if "--resume-anyway" in argv else "check"
-    from .run import run
+    from .run import train_all
     from .stop import Interrupted
 
     rank0 = os.environ.get("RANK", "0") == "0"
     try:
-        return run(cfg, run_dir_mode=mode)
+        return train_all(cfg, run_dir_mode=mode)
     except Interrupted as e:
         if rank0:
             print(f"gadx train: {e}\nresume with: {_resume_command(argv)}", file=sys.stderr)

@@ -15,9 +15,10 @@ import torch
 from .config import TrainConfig
 
 
-def run(cfg: TrainConfig, *, run_dir_mode: str = "check") -> int:
-    """The planned runs; ``run_dir_mode``: "check" (stop if ``run.out_dir`` holds a run with another
-    config), "resume-anyway" or "overwrite" (gadx.train.rundir). SIGINT / SIGTERM during training
+def train_all(cfg: TrainConfig, *, run_dir_mode: str = "check") -> int:
+    """Every run of ``run.plan`` ("compare": SeqKD then GAD) for every seed, then the results table.
+    ``run_dir_mode``: "check" (stop if ``run.out_dir`` holds a run with another config),
+    "resume-anyway" or "overwrite" (gadx.train.rundir). SIGINT / SIGTERM during training
     save a checkpoint and raise ``stop.Interrupted`` (gadx.train.stop)."""
     from gadx.models import save_pretrained
     from gadx.parallel import destroy_parallel, init_parallel

@@ -43,7 +43,7 @@ def test_bfloat16_run_trains_with_finite_losses(tmp_path, tiny_args):
     a bf16 sampler, and warmup + GAD steps with finite losses, none skipped."""
     import json
 
-    from gadx.train.run import run
+    from gadx.train.run import train_all
     from gadx.train.setup import Env
 
     cfg, _ = load_config(tiny_args(tmp_path, "model.dtype=bfloat16", "run.plan=gad"))
@@ -55,7 +55,7 @@ def test_bfloat16_run_trains_with_finite_losses(tmp_path, tiny_args):
         assert env.engine.dtype == torch.bfloat16
     finally:
         env.close()
-    assert run(cfg) == 0
+    assert train_all(cfg) == 0
     rows = [json.loads(l) for l in (tmp_path / "gad" / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows] == ["warmup"] * 3 + ["gad"] * 2
     for r in rows:
