@@ -1,7 +1,7 @@
 #!/bin/bash
 # The verdict runs of issue 14 on the embedded world: per seed, one SFT start and four arms from it,
 #   SeqKD +40 (SFT continued), oracle (GRPO on the exact teacher log-likelihood: the ceiling),
-#   GAD (implicit-reward D, tools/implicit_d.py), frozen D (the same D warmed, then frozen: the off-policy control),
+#   GAD (implicit-reward D against the current student, tools/implicit_d.py: gi4 of RESULTS_embedded.md), frozen D (the same D warmed, then frozen: the off-policy control),
 # then paired per-prompt comparisons against SeqKD at its best temperature (bootstrap 95%).
 #   bash recipes/verdict_embedded.sh OUT [SEEDS...]        # default seeds 0 1 2
 # Cost (shared 2-core CPU, load 5-50): SFT start 3-11 min, each GRPO arm 40 steps 8-26 min, SeqKD +40 1 min,
@@ -21,7 +21,7 @@ for s in $SEEDS; do
   [ -f $S/seqkd40/eval.json ] || $PY tools/oracle_arm.py sft $START $S/seqkd40 --steps 40 --n 200 \
     --set run.seed=$s --set stages.seqkd.lr=3e-4 --set stages.prompts_per_step=16
   [ -f $S/oracle/eval.json ] || $PY tools/oracle_arm.py gad $START $S/oracle --steps 40 --n 200 --config recipes/oracle_arm.toml --set run.seed=$s
-  GADARGS="--steps 40 --n 200 --config recipes/oracle_arm.toml --set run.seed=$s --set stages.gad.reward=discriminator --implicit-d --id-lr 3e-4 --id-reward logp --id-warm-pairs 1024"
+  GADARGS="--steps 40 --n 200 --config recipes/oracle_arm.toml --set run.seed=$s --set stages.gad.reward=discriminator --implicit-d --id-lr 3e-4 --id-reward ratio_current --id-warm-pairs 1024"
   [ -f $S/gad/eval.json ] || $PY tools/oracle_arm.py gad $START $S/gad $GADARGS
   [ -f $S/frozen/eval.json ] || $PY tools/oracle_arm.py gad $START $S/frozen $GADARGS --id-frozen
   for arm in oracle gad frozen; do

@@ -30,8 +30,13 @@ class ImplicitD:
                  online: bool = True, seed: int = 0, reward: str = "ratio"):
         if beta <= 0 or lr <= 0 or temperature <= 0:
             raise ValueError(f"beta, lr and temperature must be > 0, got {beta}, {lr}, {temperature}")
-        if reward not in ("ratio", "logp"):
-            raise ValueError(f"reward must be ratio or logp, got {reward!r}")
+        if reward not in ("ratio", "logp", "ratio_current"):
+            raise ValueError(f"reward must be ratio, logp or ratio_current, got {reward!r}")
+        # "ratio_current": the reference is the current student S_t (set_current before each step), in D's
+        # training and its reward alike: D = log P_theta - log S_t, whose BT optimum is P_theta = T whatever
+        # the student, and whose expectation over S_t's samples is -KL(S_t || P_theta): the reverse-KL
+        # gradient towards P_theta, with no bonus for replies D has not seen
+        self.cur: dict | None = None
         # what the hook hands GAD: "ratio" = D itself; "logp" = D's learned part only, log P_theta(y|x) per
         # token (the reward then has the oracle's form with P_theta in the teacher's place). Why: with a
         # frozen reference S_0, D = log P_theta - log S_0 is ~0 on replies its training never touched,
@@ -55,9 +60,16 @@ class ImplicitD:
         sd.setdefault("lm_head.weight", sd["model.embed_tokens.weight"])
         return cls(ModelConfig.from_pretrained(folder), sd, **kw)
 
+    def set_current(self, sd: dict) -> None:
+        """The current student's weights (HF names): the reference of reward="ratio_current"."""
+        sd = {k: v.detach().float() for k, v in sd.items()}
+        sd.setdefault("lm_head.weight", sd["model.embed_tokens.weight"])
+        self.cur = sd
+
     def _score(self, prompts, replies, grad: bool) -> torch.Tensor:
+        ref_sd = self.cur if (self.reward == "ratio_current" and self.cur is not None) else self.ref
         with torch.no_grad():
-            ref = seq_reply_logprob(self.mc, self.ref, prompts, replies, self.temperature)
+            ref = seq_reply_logprob(self.mc, ref_sd, prompts, replies, self.temperature)
         with torch.set_grad_enabled(grad):
             return self.beta * (seq_reply_logprob(self.mc, self.theta, prompts, replies, self.temperature) - ref)
 
@@ -102,7 +114,7 @@ class ImplicitD:
         P = len(batch.prompts)
         n = len(responses) // P
         assert n * P == len(responses) and all(list(prompts[i * n]) == list(batch.prompts[i]) for i in range(P))
-        if self.reward == "ratio":
+        if self.reward in ("ratio", "ratio_current"):
             t_P = self.scores(batch.prompts, batch.teacher)
             s_PN = self.scores(list(prompts), list(responses)).view(P, n)
         else:

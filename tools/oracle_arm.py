@@ -90,9 +90,14 @@ def cmd_gad(a) -> None:
         if idisc is not None:
             make_ctx = r._ctx
 
+            def d_scores(batch, prompts, responses):
+                if a.id_reward == "ratio_current":  # the reference is the student as it is now
+                    idisc.set_current(env.engine_weights(r.G.model))
+                return idisc(batch, prompts, responses)
+
             def ctx_with_d():
                 c = make_ctx()
-                c.d_scores = idisc
+                c.d_scores = d_scores
                 return c
             r._ctx = ctx_with_d
         r.train()
@@ -308,7 +313,7 @@ def main(argv=None) -> int:
         p.add_argument("--set", action="append", default=[])
         p.add_argument("--implicit-d", action="store_true", help="gad: D = tools/implicit_d.py's implicit reward")
         p.add_argument("--id-lr", type=float, default=3e-4, help="implicit D's lr")
-        p.add_argument("--id-reward", default="ratio", choices=("ratio", "logp"),
+        p.add_argument("--id-reward", default="ratio", choices=("ratio", "logp", "ratio_current"),
                        help="implicit D: reward = D (ratio) or its learned part log P_theta per token (logp)")
         p.add_argument("--id-frozen", action="store_true",
                        help="implicit D: no updates during GAD (with --id-warm-pairs 0: P_theta = the start student)")

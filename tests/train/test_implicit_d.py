@@ -107,5 +107,19 @@ def test_logp_reward_is_the_learned_models_loglik_per_token():
     want = seq_reply_logprob(mc, sd, prompts, responses, 0.8) / torch.tensor([3.0, 2.0, 4.0, 2.0])
     assert torch.allclose(s_PN.flatten(), want, atol=1e-5)
     assert t_P.shape == (2,) and d.log == []  # online=False: no update, nothing logged
-    with pytest.raises(ValueError, match="ratio or logp"):
+    with pytest.raises(ValueError, match="must be ratio"):
         ImplicitD(mc, sd, lr=1e-2, temperature=0.8, reward="oracle")
+
+
+def test_ratio_current_uses_the_current_student_as_reference():
+    from d_curve import seq_reply_logprob
+    from implicit_d import ImplicitD
+
+    mc, sd = _tiny(2)
+    _, other = _tiny(3)
+    d = ImplicitD(mc, sd, lr=1e-2, temperature=0.8, reward="ratio_current", online=False)
+    prompts, replies = [[1, 2], [3, 1]], [[4, 5, 10], [6, 10]]
+    assert torch.equal(d.scores(prompts, replies), torch.zeros(2))  # no current student yet: S_0
+    d.set_current(other)
+    want = seq_reply_logprob(mc, sd, prompts, replies, 0.8) - seq_reply_logprob(mc, other, prompts, replies, 0.8)
+    assert torch.allclose(d.scores(prompts, replies), want, atol=1e-5)
