@@ -113,15 +113,21 @@ def apply_rope(x_THD: torch.Tensor, rotary_T11D: torch.Tensor, config) -> torch.
     return apply_rotary_pos_emb(x_THD.unsqueeze(1), rotary_T11D, config=config).squeeze(1)
 
 
+FLASH, PER_DOC = "flash_attn_varlen_func", "per-document torch SDPA"
+
+
+def backend(device: torch.device | str, dtype: torch.dtype) -> str:
+    """The kernel ``varlen_attention`` runs for q/k/v on ``device`` in ``dtype`` (for logs and GPU reports)."""
+    if flash_attn_varlen_func is not None and torch.device(device).type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+        return FLASH
+    return PER_DOC
+
+
 def varlen_attention(q_THD: torch.Tensor, k_THD: torch.Tensor, v_THD: torch.Tensor, params: PackedSeqParams, *,
                      softmax_scale: float | None = None, dropout_p: float = 0.0) -> torch.Tensor:
     """Causal attention within each packed document: q [T,Hq,D], k/v [T,Hkv,D] -> [T, Hq*D]."""
     T, hq, d = q_THD.shape
-    if (
-        flash_attn_varlen_func is not None
-        and q_THD.is_cuda
-        and q_THD.dtype in (torch.float16, torch.bfloat16)
-    ):
+    if backend(q_THD.device, q_THD.dtype) == FLASH:
         out_THD = flash_attn_varlen_func(
             q_THD, k_THD, v_THD, params.cu_seqlens_q, params.cu_seqlens_kv,
             params.max_seqlen_q, params.max_seqlen_kv, dropout_p=dropout_p,
