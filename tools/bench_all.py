@@ -9,7 +9,7 @@ writes benchmarks/results/<name>.json, benchmarks/results.py), serially: nothing
 suite runs beside it. Threads: ``--threads`` (default: every core), exported as
 OMP_NUM_THREADS. Afterwards the generated blocks of benchmarks/README.md are rewritten from
 the files (tools/bench_table.py --update), and the wall time of each benchmark and of the whole
-run is printed and kept in benchmarks/results/bench_all.log.
+run is printed and appended to benchmarks/results/bench_all.log.
 
 Run it on a quiet machine at a clean HEAD: each results file records the commit (``+dirty``
 when tracked files differ from HEAD) and the 1-minute load average before and after, and
@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - t_all
     log.append(f"all: {total:.0f} s wall ({len(files)} benchmarks, {a.threads} threads)")
     if not a.smoke:
-        (out / "bench_all.log").write_text("\n".join(log) + "\n")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+        with open(out / "bench_all.log", "a") as f:  # one block per run: partial reruns keep the earlier lines
+            f.write(f"## {stamp} finished: bench_all.py {' '.join(argv if argv is not None else sys.argv[1:])}\n"
+                    + "\n".join(log) + "\n")
         if not a.no_tables and not failed:
             subprocess.run([sys.executable, str(ROOT / "tools" / "bench_table.py"), "--update",
                             str(ROOT / "benchmarks" / "README.md")], check=True)
