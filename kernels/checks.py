@@ -64,6 +64,8 @@ def check_loss_inputs(hidden, advantages, old_logprobs, ref_logprobs, mask, norm
                       clip_low, clip_high, dual_clip, kl_coef, chunk_bytes) -> None:
     T, dev = (hidden.shape[0],), hidden.device
     for name, t in (("advantages", advantages), ("old_logprobs", old_logprobs)):
+        if t is None and name == "old_logprobs":  # on-policy: the ratio is taken against this pass's own log-probs
+            continue
         _shape(name, t, T, dev)
         if not t.is_floating_point():
             raise ValueError(f"{name} must be floating point, got {t.dtype}")

@@ -58,7 +58,7 @@ class _GRPOLoss(torch.autograd.Function):
 
         def coef_fn(a, b, logp_C, _ent_C):
             pt, dpt, clipped, ratio, kl = grpo_terms(
-                logp_C, old_T[a:b].float(), adv_T[a:b].float(), ref_T[a:b].float() if use_ref else None,
+                logp_C, logp_C if old_T is None else old_T[a:b].float(), adv_T[a:b].float(), ref_T[a:b].float() if use_ref else None,
                 clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, kl_coef=cfg.kl_coef)
             m = mask_T[a:b]
             keep = m > 0  # where(), not a product: padding may carry inf/nan log-probs
@@ -114,6 +114,8 @@ def grpo_loss(hidden, weight, targets, advantages, old_logprobs, ref_logprobs, m
     """GRPO loss of the head hidden [T, H] @ weight [V, H]^T / temperature at targets [T].
 
     advantages, old_logprobs, ref_logprobs (None drops KL), mask (bool or weights): [T].
+    old_logprobs None: one policy update per rollout (on-policy), so the old log-probs are this
+    pass's own (ratio 1, gradient -A dlogp): the caller skips a forward, as verl and TRL do.
     kl_coef=0 also drops the KL term from the loss (its metric is still reported when ref is given).
     dual_clip=None disables the dual clip. Returns (loss 0-d fp32, metrics dict of 0-d tensors)."""
     check_head(hidden, weight, targets, temperature)

@@ -25,7 +25,8 @@ def reference_grpo_loss(hidden_TH, weight_VH, targets_T, advantages_T, old_logpr
     m = mask_T.double()
     # masked-out tokens may hold inf/nan; zero them first so autograd's where() cannot leak nan
     clean = lambda x: torch.where(m > 0, x.double(), 0.0)  # noqa: E731
-    adv, old = clean(advantages_T), clean(old_logprobs_T)
+    # old None: on-policy, the ratio is taken against this pass's own (detached) log-probs
+    adv, old = clean(advantages_T), clean(logp_T.detach() if old_logprobs_T is None else old_logprobs_T)
     ref_logprobs_T = None if ref_logprobs_T is None else clean(ref_logprobs_T)
     # verl clamps log-ratios to +-20 before exp (fp32 exp overflows past ~88; inf * 0 = nan)
     ratio = torch.exp(torch.clamp(logp_T - old, -20, 20))

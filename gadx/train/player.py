@@ -96,7 +96,8 @@ class Player:
         return self._update(s["loss_sum"] / pairs_t, correct=s["correct"] / pairs_t)
 
     def train_grpo(self, mbs: list[MicroBatch], *, gad, temperature: float) -> Update:
-        """One GRPO step on micro-batches with per-token "adv", "old" and "ref": the clipped surrogate
+        """One GRPO step on micro-batches with per-token "adv", "ref" and "old" (absent: on-policy, the
+        ratio against this pass's own log-probs; gadx.kernels.grpo_loss): the clipped surrogate
         plus k3 KL (``gad``: config.GadCfg's clip_low/high, dual_clip, kl_coef), token-mean over every
         rank. ``extra``: token means of kl, clip_frac, entropy, ratio."""
         dims = self.dims
@@ -229,7 +230,7 @@ def _grpo_step(model, norm: torch.Tensor, g, temperature: float):
     def fs(mb, chunk):
         def loss_func(hidden_1TH):
             loss, m = heads.grpo_loss(
-                model, hidden_1TH[0], mb.targets_T, mb.per_token["adv"], mb.per_token["old"], mb.per_token["ref"],
+                model, hidden_1TH[0], mb.targets_T, mb.per_token["adv"], mb.per_token.get("old"), mb.per_token["ref"],
                 mb.mask_T, clip_low=g.clip_low, clip_high=g.clip_high, dual_clip=g.dual_clip, kl_coef=g.kl_coef,
                 temperature=temperature, normalizer=norm, compute_entropy=True,
             )

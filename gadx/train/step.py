@@ -153,7 +153,8 @@ def _sft_update(ctx: StepContext, batch: Batch) -> dict[str, Any]:
 
 def _grpo_update(ctx: StepContext, prompts, responses, adv_S: torch.Tensor, old, ref) -> dict[str, Any]:
     mbs = ctx.pack(prompts, responses, per_token={
-        "adv": [adv_S[i].expand(len(r)) for i, r in enumerate(responses)], "old": old, "ref": ref})
+        "adv": [adv_S[i].expand(len(r)) for i, r in enumerate(responses)], "ref": ref,
+        **({"old": old} if old is not None else {})})  # no "old": on-policy, see gad_step
     u = ctx.student.train_grpo(mbs, gad=ctx.stages.gad, temperature=ctx.stages.temperature)
     ctx.note("g_update")
     return {"loss/g_pg": u.loss, "grad_norm/g": u.grad_norm, "skipped/g": u.skipped, **u.extra}
@@ -161,7 +162,8 @@ def _grpo_update(ctx: StepContext, prompts, responses, adv_S: torch.Tensor, old,
 
 def _diagnostics(ctx: StepContext, batch: Batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN):
     """Oracle diagnostics of a GAD step (oracle.gad_diagnostics); the student's log-probs of the
-    teacher replies at the sampling temperature cost one extra forward of P sequences."""
+    teacher replies at the sampling temperature cost one extra forward of P sequences (and of the
+    samples when the on-policy step skipped their old log-probs)."""
     from .oracle import gad_diagnostics
 
     with ctx.timed("diagnostics"):
@@ -169,6 +171,8 @@ def _diagnostics(ctx: StepContext, batch: Batch, prompts, responses, old, d_teac
         mbs = ctx.pack(batch.prompts, batch.teacher)
         lt = G.token_logprobs(mbs, len(batch.prompts), temperature=temp)
         logS_t = torch.stack([x.sum() for x in lt])
+        if old is None:  # skipped by the on-policy step: the samples' log-likelihood costs a forward here
+            old = G.token_logprobs(ctx.pack(prompts, responses), len(prompts), temperature=temp)
         logS_s = torch.stack([x.sum() for x in old])
         return gad_diagnostics(ctx.oracle, batch.prompts, batch.teacher, prompts, responses, logS_s, logS_t,
                                d_teacher_P, d_student_PN, reward_PN)
@@ -217,9 +221,12 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
     prompts, responses, finished = _rollout(ctx, batch, step, n)
     with ctx.timed("scoring"):
         mbs = ctx.pack(prompts, responses)
-        # 2. old log-probs under the current student (fused, no grad)
-        old = G.token_logprobs(mbs, len(prompts), temperature=temp)
-        ctx.note("old_logprobs")
+        # 2. old log-probs under the current student (fused, no grad). With one policy update per
+        # rollout they are the update's own log-probs, so (as verl and TRL do) that forward is skipped
+        old = None
+        if ctx.stages.gad.policy_epochs > 1:
+            old = G.token_logprobs(mbs, len(prompts), temperature=temp)
+            ctx.note("old_logprobs")
         # 3. reference log-probs under the frozen warmup-end student
         ref = R.token_logprobs(mbs, len(prompts), temperature=temp)
         ctx.note("ref_logprobs")

@@ -148,3 +148,18 @@ def test_no_grad_inputs_skip_backward_work():
     assert not loss.requires_grad
     want = reference_grpo_loss(h, w, t, adv, old, ref, mask)[0]
     assert math.isclose(loss.item(), want.item(), rel_tol=1e-5, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_on_policy_old_none_matches_reference_and_explicit_old(backend):
+    # old=None (the step skips the old-log-prob forward when there is one update per rollout):
+    # the same loss, metrics and gradients as passing this pass's own log-probs as old
+    h, w, t = head(517)
+    adv, _, ref, mask = policy_inputs(h, w, t)
+    ours, _ = check(h, w, t, adv, None, ref, mask, temperature=0.9, backend=backend)
+    old = token_logprobs(h, w, t, temperature=0.9, backend=backend)
+    explicit = run_ours(h, w, t, adv, old, ref, mask, temperature=0.9, backend=backend)
+    assert math.isclose(ours[0].item(), explicit[0].item(), rel_tol=1e-5, abs_tol=1e-6)
+    assert abs(ours[1]["ratio"].item() - 1) < 1e-6 and ours[1]["clip_frac"] == 0
+    assert_rel(ours[2], explicit[2], 1e-4, "d hidden")
+    assert_rel(ours[3], explicit[3], 1e-4, "d weight")

@@ -10,9 +10,10 @@ def test_gad_step_order_and_stage_transitions(tmp_path, tiny_args):
     # warmup: 1 G-only SFT step, 1 D-only step (D copied from G), 1 step of both
     assert rec[:5] == ["g_sft_update", "sample", "d_update", "sample", "d_update"]
     assert rec[5] == "g_sft_update"
+    # one policy update per rollout: no old-log-prob forward (the update's own log-probs are "old")
     gad_ops = ["sample", "old_logprobs", "ref_logprobs", "d_score", "advantages", "d_update", "g_update"]
-    tail = [op for op in rec if op in gad_ops][-2 * len(gad_ops):]
-    assert tail == gad_ops * 2
+    tail = [op for op in rec if op in gad_ops][-2 * (len(gad_ops) - 1):]
+    assert tail == [op for op in gad_ops if op != "old_logprobs"] * 2
     assert all("entropy" in x and "kl" in x for x in r[3:])
     assert "eval/world_test_id/task_accuracy" in r[0]  # gadx.eval.evaluate_small every run.eval_every steps
 
@@ -40,3 +41,10 @@ def test_warmup_updates_d_every_k_steps_after_it_starts(tmp_path, tiny_args):
     r = [x for x in rows(tmp_path / "gad" / "metrics.jsonl") if x["stage"] == "warmup"]
     assert [("loss/d" in x, "loss/g_ce" in x) for x in r] == [
         (False, True), (False, True), (True, False), (True, True), (False, True), (False, True), (True, True), (False, True)]
+
+
+def test_old_logprob_forward_runs_only_with_several_policy_updates(tmp_path, tiny_args):
+    rec = []
+    train(tmp_path, tiny_args, "stages.gad.policy_epochs=2", recorder=rec)
+    gad = rec[rec.index("ref_logprobs") - 2:]
+    assert gad[:3] == ["sample", "old_logprobs", "ref_logprobs"] and gad.count("g_update") == 2 * 2
