@@ -393,10 +393,16 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                 torch.cuda.reset_peak_memory_stats(dims.device)
             reads = _HostReadLog(dims.device, fake)
             with mem:
+                # fusions="auto" follows this machine, not the posed GPU (_gpu_init says CUDA): on a CPU
+                # machine the plan counts the unfused ops (the fused SwiGLU keeps less for backward)
+                perf = perf_config(cfg)
+                if perf.fusions == "auto" and not torch.cuda.is_available():
+                    perf = dataclasses.replace(perf, fusions="off")
+
                 def build(head, seed):
                     with _gpu_init(fake):
                         return build_model(mcfg, head=head, parallel=dims, dtype=dtype, seed=seed,
-                                           use_te=cfg.model.use_te, fp8=cfg.model.fp8 or None, perf=perf_config(cfg))
+                                           use_te=cfg.model.use_te, fp8=cfg.model.fp8 or None, perf=perf)
 
                 class TrackedPlayer(Player):
                     """Player with the loss entry/exit marks and the host-read bridge around step()."""
