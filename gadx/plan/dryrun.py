@@ -463,7 +463,7 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                         roll.load_weights(sd)
                         del sd  # what stays is what the engine holds
 
-                rec = _PhaseRecorder(mem, log)
+                rec = _PhaseRecorder(mem, log, old_logprobs=cfg.stages.gad.policy_epochs > 1)
                 ctx = StepContext(student=G, disc=D, ref=ref, engine=roll, sync_weights=sync, eos_ids=mcfg.eos_ids or [2],
                                   stages=st, budget=par.micro_batch_tokens, dims=dims, sample_seed=0, recorder=rec)
                 batch = Batch(prompts=[[5] * st.max_prompt_len for _ in range(P)],
@@ -511,9 +511,11 @@ class _PhaseRecorder(list):
     NEXT = {"sample": "old_logprobs", "old_logprobs": "ref_logprobs", "ref_logprobs": "d_score",
             "d_score": "advantages", "advantages": "d_update", "d_update": "g_update"}
 
-    def __init__(self, mem: PhaseMemory, log):
+    def __init__(self, mem: PhaseMemory, log, *, old_logprobs: bool):
         super().__init__()
         self.mem, self.log = mem, log
+        if not old_logprobs:  # one policy update per rollout: gad_step skips that forward
+            self.NEXT = {**self.NEXT, "sample": "ref_logprobs"}
         self.t0 = time.perf_counter()
 
     def append(self, what: str) -> None:
