@@ -21,6 +21,13 @@ Fixed shapes, so the step compiles once per shape and never per token:
 A new (batch bucket, window, temperature/top-k/top-p) compiles once more (``compile_s``). The random
 draws stay eager (``row_uniforms``, the same numbers as the eager sampler's, chunked or not) and enter
 the graph as a tensor.
+
+Measured (benchmarks/results/sampler_tiny.json, _profile.txt; 2-core Xeon, 1 thread, loaded host): on CPU
+this path is currently ~8x SLOWER than the eager sampler (17.9 vs 2.2 CPU s for 64 x 128 tokens): the
+compiled graph's own C++ kernels take ~300 ms a step. Suspected, not verified: the cache writes go through
+views of the one ``[L, 2, B, Hkv, S, D]`` cache tensor, which functionalization may turn into copies of
+the whole cache per layer per step; the fix to try is one cache tensor per layer and K/V (gpt-fast's
+layout), mutated in place. Hence "auto" keeps CPU eager. The CUDA (CUDA graphs) mode has not been run.
 """
 from __future__ import annotations
 

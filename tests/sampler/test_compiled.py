@@ -153,3 +153,14 @@ def test_sampled_distribution_like_eager(family):
     s.release()
     s.load_weights(hf.state_dict())
     assert s.generate(PROMPTS, max_new_tokens=12, seed=7).responses == a.responses
+
+
+def test_config_key_is_validated():
+    from gadx.train.config import TrainConfig, validate
+
+    cfg = TrainConfig()
+    assert cfg.parallel.rollout_compile == "auto"
+    validate(cfg)
+    cfg.parallel.rollout_compile = "sometimes"
+    with pytest.raises(ValueError, match="rollout_compile must be auto, on or off, got 'sometimes'"):
+        validate(cfg)
