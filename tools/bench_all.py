@@ -8,7 +8,7 @@ Each benchmark file runs in its own ``pytest`` process with ``GADX_BENCH_RESULTS
 writes benchmarks/results/<name>.json, benchmarks/results.py), serially: nothing else of the
 suite runs beside it. Threads: ``--threads`` (default: every core), exported as
 OMP_NUM_THREADS. Afterwards the generated blocks of benchmarks/README.md are rewritten from
-the files (tools/bench_table.py --update), and the wall time of each benchmark and of the whole
+the files (tools/bench_table.py --update, README.md too), and the wall time of each benchmark and of the whole
 run is printed and appended to benchmarks/results/bench_all.log.
 
 Run it on a quiet machine at a clean HEAD: each results file records the commit (``+dirty``
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             f.write(f"## {stamp} finished: bench_all.py {' '.join(argv if argv is not None else sys.argv[1:])}\n"
                     + "\n".join(log) + "\n")
         if not a.no_tables and not failed:
-            subprocess.run([sys.executable, str(ROOT / "tools" / "bench_table.py"), "--update",
-                            str(ROOT / "benchmarks" / "README.md")], check=True)
+            for md in (ROOT / "benchmarks" / "README.md", ROOT / "README.md"):
+                subprocess.run([sys.executable, str(ROOT / "tools" / "bench_table.py"), "--update", str(md)], check=True)
     print("\n".join(log))
     print(f"results in {out}")
     if failed:

@@ -4,7 +4,8 @@
     python tools/gpu_check_step.py --dry-run             # CPU: the same code paths at tiny shapes
 
 Three parts, each guarded (an error becomes its part's "error" entry; the others still run),
-then one JSON summary, printed last and written to OUT/gpu_check_step.json:
+then one JSON summary, printed last and written to OUT/gpu_check_step.json (with the packed
+attention kernels that ran and how often: flash-attn's varlen kernel or per-document SDPA):
 
   kernels   gadx.kernels compiled by Triton for the GPU (backend="triton") against the float64
             reference: token log-probs and the GRPO loss's gradients in bf16, with the criterion
@@ -165,7 +166,11 @@ def main(argv=None) -> int:
                  "torch": torch.__version__, "dry_run": a.dry_run}
     _guard("kernels", lambda: kernels(a.dry_run), res)
     _guard("estimate", lambda: estimate(a.dry_run), res)
+    from gadx.models.varlen import backend_calls
+
+    backend_calls.clear()  # count the real step's packed-attention calls only (the estimate ran on fake tensors)
     _guard("step", lambda: step(a.dry_run, res["estimate"]), res)
+    res["attention_backends"] = dict(backend_calls)
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     res["ok"] = all(res[k].get("ok", "error" not in res[k]) for k in ("kernels", "estimate", "step"))
     Path(a.out).mkdir(parents=True, exist_ok=True)
@@ -174,6 +179,7 @@ def main(argv=None) -> int:
                "kernels_ok": res["kernels"].get("ok"), "estimate_gib": res["estimate"].get("peak_gib"),
                "measured_gib": (res["step"].get("measured_peak_bytes") or 0) / GiB,
                "estimate_error": res["step"].get("estimate_error"), "step_s": res["step"].get("seconds"),
+               "attention_backends": res["attention_backends"],
                "errors": {k: res[k]["error"] for k in ("kernels", "estimate", "step") if "error" in res[k]}}
     print("GPU_CHECK_STEP " + json.dumps(summary), flush=True)
     return 0 if res["ok"] else 1

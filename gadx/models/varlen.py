@@ -27,6 +27,7 @@ params (``rotary_T11D``); the core attention applies them with megatron's own
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -114,6 +115,8 @@ def apply_rope(x_THD: torch.Tensor, rotary_T11D: torch.Tensor, config) -> torch.
 
 
 FLASH, PER_DOC = "flash_attn_varlen_func", "per-document torch SDPA"
+# calls per backend in this process (host counters, no sync): what the GPU check reports as "ran"
+backend_calls: Counter[str] = Counter()
 
 
 def backend(device: torch.device | str, dtype: torch.dtype) -> str:
@@ -127,7 +130,9 @@ def varlen_attention(q_THD: torch.Tensor, k_THD: torch.Tensor, v_THD: torch.Tens
                      softmax_scale: float | None = None, dropout_p: float = 0.0) -> torch.Tensor:
     """Causal attention within each packed document: q [T,Hq,D], k/v [T,Hkv,D] -> [T, Hq*D]."""
     T, hq, d = q_THD.shape
-    if backend(q_THD.device, q_THD.dtype) == FLASH:
+    kernel = backend(q_THD.device, q_THD.dtype)
+    backend_calls[kernel] += 1
+    if kernel == FLASH:
         out_THD = flash_attn_varlen_func(
             q_THD, k_THD, v_THD, params.cu_seqlens_q, params.cu_seqlens_kv,
             params.max_seqlen_q, params.max_seqlen_kv, dropout_p=dropout_p,

@@ -159,7 +159,10 @@ class Env:
                 model = self.build(seed=self.cfg.run.seed)
             else:
                 model = self.load(self.cfg.model.student)
-            self._init_state = {k: v.clone() if torch.is_tensor(v) else v for k, v in model.state_dict().items()}
+            # kept on the host: it is read once per seed (the "before" row, a fresh student), and on
+            # a GPU a device copy would hold a student's worth of memory for the whole run
+            self._init_state = {k: v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v
+                                for k, v in model.state_dict().items()}
         return self._init_state
 
     # ---- teacher ---------------------------------------------------------------------------
