@@ -39,7 +39,8 @@ from gadx.sampler import KVCacheSampler
 from gadx.sampler.compiled import CompiledKVCacheSampler
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _smoke import SMOKE, pick  # noqa: E402
+from _smoke import SMOKE  # noqa: E402
+from results import cpu_name, git_commit  # noqa: E402
 
 TEMPERATURE = 0.8
 MODELS = {
@@ -81,9 +82,6 @@ def _load1() -> float:
 
 def _commit() -> str:
     """benchmarks/results.py's rule: +dirty only when tracked files outside benchmarks/results/ differ."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from results import git_commit
-
     return git_commit() or "unknown"
 
 
@@ -176,7 +174,7 @@ def run(name: str, *, rounds: int, threads: int, log=print) -> dict:
                  "break_even_calls": _break_even(sum(compile_s.values()) - compile_greedy_s, med)})
     return {
         "benchmark": f"sampler_{name}" + ("_smoke" if SMOKE else ""), "commit": _commit(),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "gpu": None},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "gpu": None},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
         "load_avg_1m_before": load_before, "load_avg_1m_after": _load1(), "threads": threads, "rounds": rounds,
@@ -191,16 +189,6 @@ def _break_even(compile_s: float, med: dict) -> float | None:
     """Generate calls of this shape after which compiling has paid for itself against eager."""
     saved = med["gadx eager"] - med["gadx compiled"]
     return compile_s / saved if saved > 0 else None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def summary(doc: dict) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from _smoke import SMOKE
+from results import cpu_name as _cpu_name
 
 _ROWS: list[dict] = []
 
@@ -62,16 +63,6 @@ def machine_info() -> dict:
     except Exception:
         info["liger-kernel"] = None
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _git_commit() -> str | None:
