@@ -59,8 +59,16 @@ class ModelCfg:
 @dataclass(kw_only=True)
 class DiscriminatorCfg:
     # D starts from the student: its initial weights (pretrained student) or its weights after the
-    # G-only SFT steps of warmup (a from-scratch student, see docs/design/toy-findings.md), plus a fresh score head.
+    # G-only SFT steps of warmup (a from-scratch student, see docs/design/toy-findings.md).
     from_scratch: bool | None = None  # None: True for the embedded student, False for a folder
+    # "score": the student's trunk plus a fresh scalar head read at the reply's last token.
+    # "implicit": D(x, y) = beta * [log P_theta(y|x) - log S_t(y|x)], P_theta a trainable copy of the
+    # whole student (LM head included; D = 0 when it starts) and S_t the current student, both summed
+    # over the reply's tokens at stages.temperature: the Bradley-Terry optimum is P_theta = teacher,
+    # so D starts able to read (docs/gad_verdict.md: 62-70% of the gap to acc* on ~1,000 pairs, the
+    # score head 11-21%).
+    kind: str = "score"
+    beta: float = 1.0  # the implicit D's scale (its BT optimum is beta * log T/S: 1 = the exact log-ratio)
 
 
 @dataclass(kw_only=True)
@@ -103,7 +111,7 @@ class SeqKDCfg:
 class WarmupCfg:
     steps: int = 540
     lr: float = 3e-3
-    d_lr: float = 1e-3
+    d_lr: float = -1.0  # -1: by discriminator.kind (d_lrs): 1e-3 score head, 3e-4 implicit (a whole LM)
     # G-only SFT steps before D starts; a from-scratch student's D is copied from G after them.
     # -1: 0 for a pretrained student; for a from-scratch one steps - 2 * d_only_steps (G learns
     # to talk, then d_only_steps of D alone, then as many of both). Starting D early and updating
@@ -118,7 +126,7 @@ class WarmupCfg:
 class GadCfg:
     steps: int = 30
     lr: float = 2e-4
-    d_lr: float = 1e-3
+    d_lr: float = -1.0  # -1: by discriminator.kind, as warmup.d_lr
     clip_low: float = 0.2
     clip_high: float = 0.2
     dual_clip: float = 3.0
@@ -338,6 +346,18 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
+# D's learning rate by kind where warmup.d_lr / gad.d_lr is -1: a fresh scalar head at 1e-3; the
+# implicit D is a whole language model, trained at the offline curve's 3e-4 (tools/d_curve.py, batch 32)
+D_LR = {"score": 1e-3, "implicit": 3e-4}
+
+
+def d_lrs(cfg: TrainConfig) -> tuple[float, float]:
+    """(warmup D lr, GAD D lr), the -1 defaults resolved by discriminator.kind."""
+    auto = D_LR[cfg.discriminator.kind]
+    s = cfg.stages
+    return (auto if s.warmup.d_lr == -1 else s.warmup.d_lr), (auto if s.gad.d_lr == -1 else s.gad.d_lr)
+
+
 def d_group_tokens(s: StagesCfg) -> int:
     """The least micro-batch budget D needs: a prompt's teacher reply and its n_samples samples
     are packed into one micro-batch, each up to max_prompt_len + max_response_len tokens."""
@@ -392,6 +412,13 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"stages.gad.reward must be discriminator or oracle, got {s.gad.reward!r}")
     if s.gad.reward == "oracle" and cfg.data.train != EMBEDDED:
         raise ValueError("stages.gad.reward='oracle' needs the embedded world (data.train='embedded'): its teacher is known exactly")
+    if cfg.discriminator.kind not in D_LR:
+        raise ValueError(f"discriminator.kind must be score or implicit, got {cfg.discriminator.kind!r}")
+    if not cfg.discriminator.beta > 0:
+        raise ValueError(f"discriminator.beta must be > 0, got {cfg.discriminator.beta}")
+    for name, v in (("warmup", s.warmup.d_lr), ("gad", s.gad.d_lr)):
+        if v < 0 and v != -1:
+            raise ValueError(f"stages.{name}.d_lr must be >= 0, or -1 (by discriminator.kind), got {v}")
     if s.gad.gate not in ("fixed", "ceiling"):
         raise ValueError(f"stages.gad.gate must be fixed or ceiling, got {s.gad.gate!r}")
     if s.gad.adv_norm not in ("group", "batch", "none"):

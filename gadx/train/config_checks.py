@@ -28,6 +28,8 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "stages.seqkd.steps": (-1, INF, False, False),  # -1: the warmup + GAD budget
     "stages.warmup.g_only_steps": (-1, INF, False, False),  # -1: automatic
     "stages.warmup.d_every": (1, INF, False, False),
+    "stages.warmup.d_lr": (-1, INF, False, False),  # -1: by discriminator.kind
+    "stages.gad.d_lr": (-1, INF, False, False),  # -1: by discriminator.kind
     "stages.gad.clip_low": (0, 1, False, True),
     "stages.gad.dual_clip": (1, INF, False, False),
     "stages.gad.d_acc_gate": (0, 1, False, True),

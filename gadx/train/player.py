@@ -4,6 +4,9 @@
     R = Player(frozen_copy, trainable=False)                          # forward only: no DDP, no grad buffers
     old = G.token_logprobs(mbs, S, temperature=0.8)   # [L] per sequence: its response tokens' log-probs
     d_N = D.scores(mbs, N)                            # [N] one scalar per packed sequence (score head)
+    lp_N = G.seq_logprobs(mbs, N, temperature=0.8)    # [N] sum of each sequence's response-token log-probs
+    D = Player(lm_copy, lr=3e-4, implicit=ImplicitReward(beta=1.0, temperature=0.8))   # the implicit-reward D:
+    d_N = D.scores(mbs, N)                            #   beta * (its log-prob sums - mb.per_seq["ref"])
     u = G.train_sft(mbs)                              # CE on the response tokens, then an optimizer step
     u = D.train_bt(mbs, pairs=P * n)                  # Bradley-Terry: teacher reply over each sample
     u = G.train_grpo(mbs, gad=cfg.stages.gad, temperature=0.8)   # clipped surrogate + k3 KL
@@ -52,10 +55,23 @@ def scaled_normalizer(global_count: torch.Tensor, dp: int, num_microbatches: int
     return global_count.clamp(min=1.0) / (dp * num_microbatches)
 
 
+@dataclass(frozen=True)
+class ImplicitReward:
+    """A discriminator of the implicit-reward kind: D(x, y) = beta * [log P_theta(y|x) - ref(x, y)],
+    P_theta the player's own LM (summed over the reply's tokens at ``temperature``) and ref the
+    reference log-likelihood of the same sequence, handed in per sequence as ``mb.per_seq["ref"]``
+    (the trainer's: the current student's; step.py ``_with_ref``)."""
+
+    beta: float
+    temperature: float
+
+
 class Player:
-    def __init__(self, model, *, lr: float = 0.0, weight_decay: float = 0.0, clip_grad: float = 0.0, trainable: bool = True):
+    def __init__(self, model, *, lr: float = 0.0, weight_decay: float = 0.0, clip_grad: float = 0.0, trainable: bool = True,
+                 implicit: ImplicitReward | None = None):
         self.model = model
         self.dims = model.dims
+        self.implicit = implicit  # None: the score head (a D) or no D at all
         self.opt = None
         if trainable:
             self.chunks = wrap_ddp([model])
@@ -72,8 +88,18 @@ class Player:
         outs = self.run(mbs, _logprob_step(self.model, temperature), forward_only=True)
         return _token_values(self.dims, mbs, outs, "logp", n)
 
+    def seq_logprobs(self, mbs: list[MicroBatch], n: int, *, temperature: float) -> torch.Tensor:
+        """[n] each packed sequence's sum of response-token log-probs (fp32, no grad, fused), on every rank."""
+        outs = self.run(mbs, _seq_logprob_step(self.model, temperature), forward_only=True)
+        return _seq_values(self.dims, mbs, outs, "logp", n)
+
     def scores(self, mbs: list[MicroBatch], n: int) -> torch.Tensor:
-        """[n] the score head at each packed sequence's last token (a discriminator), on every rank."""
+        """[n] a discriminator's score of each packed sequence, on every rank: the score head at its
+        last token, or (``implicit``) beta * (its reply log-likelihood - mb.per_seq["ref"])."""
+        if self.implicit is not None:
+            im = self.implicit
+            outs = self.run(mbs, _seq_logprob_step(self.model, im.temperature, beta=im.beta), forward_only=True)
+            return _seq_values(self.dims, mbs, outs, "logp", n)
         outs = self.run(mbs, _score_step(self.model), forward_only=True)
         return _seq_values(self.dims, mbs, outs, "scores", n)
 
@@ -87,11 +113,12 @@ class Player:
 
     def train_bt(self, mbs: list[MicroBatch], *, pairs: int) -> Update:
         """One Bradley-Terry step, -logsigmoid(D(teacher) - D(sample)) averaged over the step's ``pairs``
-        (all ranks), on micro-batches packed by group with their gather indices (step.py ``_d_pack``).
+        (all ranks), on micro-batches packed by group with their gather indices (step.py ``_d_pack``;
+        ``implicit``: with per_seq["ref"], the gradient through D's reply log-likelihood sums).
         ``extra["correct"]``: the fraction of pairs ranked right before the update."""
         dims = self.dims
         pairs_t = torch.tensor(float(pairs), device=dims.device)
-        outs = self.run(mbs, _bt_step(self.model, scaled_normalizer(pairs_t, dims.dp, len(mbs))))
+        outs = self.run(mbs, _bt_step(self.model, scaled_normalizer(pairs_t, dims.dp, len(mbs)), self.implicit))
         s = _stage_sums(dims, outs, ("loss_sum", "correct"))
         return self._update(s["loss_sum"] / pairs_t, correct=s["correct"] / pairs_t)
 
@@ -201,13 +228,33 @@ def _score_step(model):
     return fs
 
 
-def _bt_step(model, norm: torch.Tensor):
-    """BT loss on micro-batches packed by group: index "teacher_G" (each local group's teacher
-    reply), "student_M" (the samples, in packed order) and "group_M" (each sample's group).
-    Index tensors built on the host, not boolean masks: no nonzero(), so no host sync in the loss."""
+def _seq_logprob_step(model, temperature: float, beta: float | None = None):
+    """Per-sequence sums of response-token log-probs; with ``beta``: beta * (sums - per_seq["ref"])."""
     def fs(mb, chunk):
         def loss_func(hidden_1TH):
-            s_N = model.score_hidden(hidden_1TH[0][mb.last_idx_N])
+            lp_N = heads.seq_logprob_sums_nograd(model, hidden_1TH[0], mb.targets_T, mb.mask_T, mb.doc_ids_1T[0],
+                                                 len(mb.seqs), temperature=temperature)
+            if beta is not None:
+                lp_N = beta * (lp_N - mb.per_seq["ref"])
+            return hidden_1TH.new_zeros(()), {"logp": lp_N}
+        return _hidden(chunk, mb), loss_func
+    return fs
+
+
+def _bt_step(model, norm: torch.Tensor, implicit: ImplicitReward | None = None):
+    """BT loss on micro-batches packed by group: index "teacher_G" (each local group's teacher
+    reply), "student_M" (the samples, in packed order) and "group_M" (each sample's group).
+    Index tensors built on the host, not boolean masks: no nonzero(), so no host sync in the loss.
+    D's score per sequence: the score head at its last token, or (implicit) beta * (the sum of its
+    reply's token log-probs at the sampling temperature, with grad - the reference's, per_seq["ref"])."""
+    def fs(mb, chunk):
+        def loss_func(hidden_1TH):
+            if implicit is None:
+                s_N = model.score_hidden(hidden_1TH[0][mb.last_idx_N])
+            else:
+                lp_N = heads.seq_logprob_sums(model, hidden_1TH[0], mb.targets_T, mb.mask_T, mb.doc_ids_1T[0],
+                                              len(mb.seqs), temperature=implicit.temperature)
+                s_N = implicit.beta * (lp_N - mb.per_seq["ref"])
             t_score_G = s_N.index_select(0, mb.index["teacher_G"])
             t_N, st_N = t_score_G.index_select(0, mb.index["group_M"]), s_N.index_select(0, mb.index["student_M"])
             loss_sum = -torch.nn.functional.logsigmoid(t_N - st_N).sum()

@@ -2,6 +2,10 @@
 
     m = seqkd_step(ctx, batch, step)   # CE on teacher replies
     m = warmup_step(ctx, batch, step)  # D Bradley-Terry on (teacher, N fresh samples); G CE unless D-only
+
+The discriminator is either kind (config ``discriminator.kind``): a score head, or the implicit-reward
+D = beta * (log P_theta - log S_t) whose reference S_t is the current student: its log-likelihoods of
+the step's pairs ride on the packed micro-batches (``with_ref``).
     m = gad_step(ctx, batch, step)     # the GAD step below, in the paper's order
 
 Every function returns a dict of metrics whose values may be 0-d tensors (the
@@ -138,9 +142,24 @@ def _d_pack(ctx: StepContext, batch: Batch, responses: list[list[int]], n: int) 
     return mbs
 
 
-def _d_update(ctx: StepContext, batch: Batch, responses: list[list[int]]) -> dict[str, Any]:
+def implicit_d(ctx: StepContext) -> bool:
+    """Whether D is the implicit-reward kind (player.ImplicitReward): its scores need a reference."""
+    return ctx.disc is not None and ctx.disc.implicit is not None
+
+
+def with_ref(mbs: list[MicroBatch], ref_N: torch.Tensor) -> list[MicroBatch]:
+    """Attach each packed sequence's reference log-likelihood (``ref_N`` in the caller's order) as
+    per_seq["ref"]: the implicit D scores beta * (its own log-likelihood - this)."""
+    for mb in mbs:
+        mb.per_seq["ref"] = ref_N.index_select(0, mb.seq_N.to(ref_N.device)).to(mb.mask_T.device)
+    return mbs
+
+
+def _d_update(ctx: StepContext, batch: Batch, responses: list[list[int]], mbs: list[MicroBatch] | None = None) -> dict[str, Any]:
+    """D's Bradley-Terry step on the step's pairs; ``mbs``: the pairs already packed by ``_d_pack``
+    (with per_seq["ref"] for the implicit D)."""
     n = ctx.stages.n_samples
-    u = ctx.disc.train_bt(_d_pack(ctx, batch, responses, n), pairs=batch.global_prompts * n)
+    u = ctx.disc.train_bt(mbs if mbs is not None else _d_pack(ctx, batch, responses, n), pairs=batch.global_prompts * n)
     ctx.note("d_update")
     return {"loss/d": u.loss, "d_acc/train_post": u.extra["correct"], "grad_norm/d": u.grad_norm, "skipped/d": u.skipped}
 
@@ -160,20 +179,28 @@ def _grpo_update(ctx: StepContext, prompts, responses, adv_S: torch.Tensor, old,
     return {"loss/g_pg": u.loss, "grad_norm/g": u.grad_norm, "skipped/g": u.skipped, **u.extra}
 
 
-def _diagnostics(ctx: StepContext, batch: Batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN):
-    """Oracle diagnostics of a GAD step (oracle.gad_diagnostics); the student's log-probs of the
-    teacher replies at the sampling temperature cost one extra forward of P sequences (and of the
-    samples when the on-policy step skipped their old log-probs)."""
+def _student_logliks(ctx: StepContext, batch: Batch, prompts, responses, old) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logS_teacher_P, logS_samples_S): the current student's log-likelihood of the teacher replies
+    and of the samples at the sampling temperature. The teacher replies cost one forward of P
+    sequences; the samples reuse the old log-probs, or cost a forward when the on-policy step skipped them.
+    Shared by the implicit D's reference and the oracle diagnostics (computed once a step)."""
+    G, temp = ctx.student, ctx.stages.temperature
+    mbs = ctx.pack(batch.prompts, batch.teacher)
+    lt = G.token_logprobs(mbs, len(batch.prompts), temperature=temp)
+    logS_t = torch.stack([x.sum() for x in lt])
+    if old is None:  # skipped by the on-policy step: the samples' log-likelihood costs a forward here
+        old = G.token_logprobs(ctx.pack(prompts, responses), len(prompts), temperature=temp)
+    return logS_t, torch.stack([x.sum() for x in old])
+
+
+def _diagnostics(ctx: StepContext, batch: Batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN,
+                 logS=None):
+    """Oracle diagnostics of a GAD step (oracle.gad_diagnostics); ``logS``: _student_logliks when the
+    step already has them (the implicit D), else computed here."""
     from .oracle import gad_diagnostics
 
     with ctx.timed("diagnostics"):
-        G, temp = ctx.student, ctx.stages.temperature
-        mbs = ctx.pack(batch.prompts, batch.teacher)
-        lt = G.token_logprobs(mbs, len(batch.prompts), temperature=temp)
-        logS_t = torch.stack([x.sum() for x in lt])
-        if old is None:  # skipped by the on-policy step: the samples' log-likelihood costs a forward here
-            old = G.token_logprobs(ctx.pack(prompts, responses), len(prompts), temperature=temp)
-        logS_s = torch.stack([x.sum() for x in old])
+        logS_t, logS_s = logS if logS is not None else _student_logliks(ctx, batch, prompts, responses, old)
         return gad_diagnostics(ctx.oracle, batch.prompts, batch.teacher, prompts, responses, logS_s, logS_t,
                                d_teacher_P, d_student_PN, reward_PN)
 
@@ -201,8 +228,12 @@ def warmup_step(ctx: StepContext, batch: Batch, step: int, *, d_only: bool, g_on
         # them would make every D step a rollout of sft_prompts_per_step x n_samples
         d_batch = batch.every(batch.global_prompts // ctx.stages.prompts_per_step)
         prompts, responses, finished = _rollout(ctx, d_batch, step, n)
+        dmbs = _d_pack(ctx, d_batch, responses, n)
+        if implicit_d(ctx):  # the reference: the current student, on the same packed pairs (one forward)
+            with ctx.timed("scoring"):
+                with_ref(dmbs, ctx.student.seq_logprobs(dmbs, len(d_batch.prompts) * (n + 1), temperature=ctx.stages.temperature))
         with ctx.timed("update"):
-            m = _d_update(ctx, d_batch, responses)
+            m = _d_update(ctx, d_batch, responses, dmbs)
         local.update({"len/student": sum(map(len, responses)) / len(responses),
                       "tokens": _tokens(prompts, responses) + _tokens(d_batch.prompts, d_batch.teacher),
                       "tokens_generated": sum(map(len, responses))})
@@ -230,8 +261,14 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
         # 3. reference log-probs under the frozen warmup-end student
         ref = R.token_logprobs(mbs, len(prompts), temperature=temp)
         ctx.note("ref_logprobs")
-        # 4. D scores the samples (and the teacher replies) before its update
+        # 4. D scores the samples (and the teacher replies) before its update. The implicit D's
+        # reference is the current student S_t: D = beta * (log P_theta - log S_t), in its scores and
+        # its BT update alike (the student's log-likelihoods are shared with the diagnostics)
         dmbs = _d_pack(ctx, batch, responses, n)
+        logS = None
+        if implicit_d(ctx):
+            logS = _student_logliks(ctx, batch, prompts, responses, old)
+            with_ref(dmbs, torch.cat([logS[0][:, None], logS[1].view(P, n)], dim=1).flatten())
         scores_P1 = D.scores(dmbs, P * (n + 1))
         d_teacher_P, d_student_PN = scores_P1.view(P, n + 1)[:, 0], scores_P1.view(P, n + 1)[:, 1:]
         if ctx.d_scores is not None:
@@ -243,10 +280,10 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
         # 5. group-normalised advantages, the same on every token of a response
         adv_PN = group_advantages(reward_PN, norm=ctx.stages.gad.adv_norm)
         ctx.note("advantages")
-    diag = _diagnostics(ctx, batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN) if ctx.oracle else {}
+    diag = _diagnostics(ctx, batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN, logS) if ctx.oracle else {}
     with ctx.timed("update"):
         # 6. D update: Bradley-Terry on (teacher reply, each sample); skipped for the frozen-D ablation
-        m = _d_update(ctx, batch, responses) if update_d else {}
+        m = _d_update(ctx, batch, responses, dmbs) if update_d else {}
         # 7. G update: clipped surrogate + k3 KL, token-mean over all ranks
         # (policy_epochs > 1: again on the same samples and old log-probs; metrics are the last
         # update's, skipped/g is whether any was skipped)

@@ -21,15 +21,15 @@ from gadx.sampler.chunked import generate_in_chunks, release
 
 from . import checkpoint as ck
 from .data import Cursor
-from .player import Player
+from .player import ImplicitReward, Player
 from .losses import pairwise_acc
 from .metrics import MetricsLogger, NonfiniteGuard, Progress, finish_row, host_values, length_drift
 from .gate import chance_warning, gate_decision
 from .oracle import Oracle, heldout_ceiling
 from .stages import CheckGate, DHealth, Done, NextStage, RunState, StagePlan, StartGad, TrainStep
-from .step import Batch, StepContext, gad_step, seqkd_step, warmup_step
+from .step import Batch, StepContext, gad_step, seqkd_step, warmup_step, with_ref
 from .stop import STOP, Boundary, Interrupted
-from .config import TrainConfig
+from .config import TrainConfig, d_lrs
 
 
 def warn(msg: str) -> None:
@@ -70,13 +70,17 @@ class Run:
             if self.name == "gad" else None
         self.D = self.ref = None
         if self.name == "gad":
+            # the implicit D is a whole LM (head "lm"): a copy of the student when it starts, so D = 0 then
+            dc = cfg.discriminator
+            head = "lm" if dc.kind == "implicit" else "score"
             if self.disc_path is not None:
-                disc = env.load(self.disc_path, head="score")
+                disc = env.load(self.disc_path, head=head)
             else:
-                disc = env.build(head="score", seed=cfg.run.seed + 1)
+                disc = env.build(head=head, seed=cfg.run.seed + 1)
                 if not env.from_scratch:  # pretrained student: D starts from its initial weights
-                    copy_trunk(student, disc)
-            self.D = Player(disc, lr=s.warmup.d_lr, weight_decay=s.weight_decay, clip_grad=s.grad_clip)
+                    start_d(student, disc, dc.kind)
+            implicit = ImplicitReward(beta=dc.beta, temperature=s.temperature) if dc.kind == "implicit" else None
+            self.D = Player(disc, lr=d_lrs(cfg)[0], weight_decay=s.weight_decay, clip_grad=s.grad_clip, implicit=implicit)
 
     def _ctx(self) -> StepContext:
         env = self.env
@@ -95,7 +99,7 @@ class Run:
         ref.load_state_dict(self.G.model.state_dict())
         self.ref = Player(ref, trainable=False)
         self.G.set_lr(s.gad.lr)
-        self.D.set_lr(s.gad.d_lr)
+        self.D.set_lr(d_lrs(self.cfg)[1])
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -187,6 +191,8 @@ class Run:
         seqs_p = [p for p in prompts for _ in range(k + 1)]
         seqs_r = [x for i, t in enumerate(teacher) for x in (t, *roll.responses[i * k : (i + 1) * k])]
         mbs = ctx.pack(seqs_p, seqs_r)
+        if self.D.implicit is not None:  # the reference: the current student's log-likelihoods (one forward)
+            with_ref(mbs, self.G.seq_logprobs(mbs, len(seqs_r), temperature=self.cfg.stages.temperature))
         sc = self.D.scores(mbs, len(seqs_r))
         sc = sc.view(-1, k + 1)
         if not ceiling:
@@ -296,8 +302,8 @@ class Run:
         batch = self._next_batch(step)
         if a.g_lr is not None:
             self.G.set_lr(a.g_lr)
-        if a.d_from_g:  # a from-scratch student's D starts from G's trunk once D's updates begin
-            copy_trunk(self.G.model, self.D.model)
+        if a.d_from_g:  # a from-scratch student's D starts from G once D's updates begin
+            start_d(self.G.model, self.D.model, self.cfg.discriminator.kind)
         m = self._train(ctx, a, batch)
         dt = time.perf_counter() - t0
         logged = step % cfg.run.log_every == 0
@@ -345,6 +351,15 @@ class Run:
         finally:
             release(engine)  # the KV cache and the gathered weights, until the next rollout
         return out if self.rank0 else {}
+
+
+def start_d(student, disc, kind: str) -> None:
+    """D's start from the student: the trunk under a fresh score head, or (implicit) the whole model,
+    LM head included, so the implicit D = beta * (log P_theta - log S) is 0 at that moment."""
+    if kind == "implicit":
+        disc.load_state_dict(student.state_dict(), strict=True)
+        return
+    copy_trunk(student, disc)
 
 
 def copy_trunk(student, disc) -> None:
