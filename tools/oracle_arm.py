@@ -59,6 +59,7 @@ def cmd_gad(a) -> None:
         sets = [f"stages.warmup.steps={a.d_warm}", f"stages.warmup.d_only_steps={a.d_warm}", "stages.warmup.g_only_steps=0",
                 "stages.sft_prompts_per_step=0", "stages.gad.d_gate_steps=0", "stages.gad.d_acc_gate=0.0",
                 f"stages.gad.steps={a.steps}", *a.set]
+    sets = ["discriminator.kind=score", *sets]  # its D starts from the D0 folder below: a score-head D
     if a.implicit_d:  # the trainer's D is left frozen (its scores unused); the implicit D scores and learns
         sets = [*sets, "stages.gad.freeze_discriminator=true"]
     cfg = _cfg(Path(a.start), out, sets, a.config)

@@ -181,9 +181,9 @@ def _grpo_update(ctx: StepContext, prompts, responses, adv_S: torch.Tensor, old,
 
 def _student_logliks(ctx: StepContext, batch: Batch, prompts, responses, old) -> tuple[torch.Tensor, torch.Tensor]:
     """(logS_teacher_P, logS_samples_S): the current student's log-likelihood of the teacher replies
-    and of the samples at the sampling temperature. The teacher replies cost one forward of P
-    sequences; the samples reuse the old log-probs, or cost a forward when the on-policy step skipped them.
-    Shared by the implicit D's reference and the oracle diagnostics (computed once a step)."""
+    and of the samples at the sampling temperature, for the oracle diagnostics of a score-head D (the
+    implicit D's step has them already). The teacher replies cost one forward of P sequences; the
+    samples reuse the old log-probs, or cost a forward when the on-policy step skipped them."""
     G, temp = ctx.student, ctx.stages.temperature
     mbs = ctx.pack(batch.prompts, batch.teacher)
     lt = G.token_logprobs(mbs, len(batch.prompts), temperature=temp)
@@ -263,12 +263,16 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
         ctx.note("ref_logprobs")
         # 4. D scores the samples (and the teacher replies) before its update. The implicit D's
         # reference is the current student S_t: D = beta * (log P_theta - log S_t), in its scores and
-        # its BT update alike (the student's log-likelihoods are shared with the diagnostics)
+        # its BT update alike. S_t's log-likelihoods: one forward over D's own packed pairs (the same
+        # rows as D's, so a D equal to S_t scores exactly 0, not float noise that the group
+        # normalisation of the advantages would blow up), shared with the diagnostics
         dmbs = _d_pack(ctx, batch, responses, n)
         logS = None
         if implicit_d(ctx):
-            logS = _student_logliks(ctx, batch, prompts, responses, old)
-            with_ref(dmbs, torch.cat([logS[0][:, None], logS[1].view(P, n)], dim=1).flatten())
+            ref_P1 = G.seq_logprobs(dmbs, P * (n + 1), temperature=temp)
+            with_ref(dmbs, ref_P1)
+            logS = (ref_P1.view(P, n + 1)[:, 0], ref_P1.view(P, n + 1)[:, 1:].flatten())
+            ctx.note("student_logliks")
         scores_P1 = D.scores(dmbs, P * (n + 1))
         d_teacher_P, d_student_PN = scores_P1.view(P, n + 1)[:, 0], scores_P1.view(P, n + 1)[:, 1:]
         if ctx.d_scores is not None:
