@@ -84,7 +84,8 @@ def export(checkpoint: str | Path, out_dir: str | Path, *, model: str = "G", tok
     saved_dtype = getattr(torch, run_config.get("model", {}).get("dtype", "float32"))
     dims = init_parallel(1, 1)
     try:
-        net = build_model(cfg, head=MODELS[model], parallel=dims, dtype=saved_dtype)
+        implicit_d = model == "D" and run_config.get("discriminator", {}).get("kind") == "implicit"  # a whole LM
+        net = build_model(cfg, head="lm" if implicit_d else MODELS[model], parallel=dims, dtype=saved_dtype)
         load_sharded(ckpt / "dist", {model: net})
         if dtype is not None:
             net.to(getattr(torch, dtype))

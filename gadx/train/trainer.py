@@ -304,6 +304,8 @@ class Run:
             self.G.set_lr(a.g_lr)
         if a.d_from_g:  # a from-scratch student's D starts from G once D's updates begin
             start_d(self.G.model, self.D.model, self.cfg.discriminator.kind)
+            # the optimizer's fp32 main copies of bf16 weights follow the copied weights (fp32: views, a no-op)
+            self.D.opt.reload_model_params()
         m = self._train(ctx, a, batch)
         dt = time.perf_counter() - t0
         logged = step % cfg.run.log_every == 0
