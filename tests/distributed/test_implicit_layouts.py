@@ -17,6 +17,9 @@ KEYS = ("loss/d", "loss/d_pre", "d_acc/train", "d_acc/train_post", "reward/mean"
 RTOL, ATOL = 1e-4, 1e-5
 
 
+pytestmark = pytest.mark.slow  # 4 layouts in 2 launches: ~7 min on 2 busy cores
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = make_folders(tmp_path_factory.mktemp("implicit_layouts"))
