@@ -17,7 +17,7 @@ KEYS = ("loss/d", "loss/d_pre", "d_acc/train", "d_acc/train_post", "reward/mean"
 RTOL, ATOL = 1e-4, 1e-5
 
 
-pytestmark = pytest.mark.slow  # 4 layouts in 2 launches: ~7 min on 2 busy cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # 4 layouts in 2 launches: 7-15 min on 2 busy cores
 
 
 @pytest.fixture(scope="module")
@@ -49,4 +49,6 @@ def test_layout_matches_tp1(runs, name):
     assert len(got) == len(want)
     for step, (g, w) in enumerate(zip(got, want)):
         for k in KEYS:
+            if step == 0 and k == "d_acc/train_post":
+                continue  # D == 0 at step 0: its post-update "correct" counts strict wins among float-noise ties
             assert abs(g[k] - w[k]) <= ATOL + RTOL * abs(w[k]), f"{name} step {step} {k}: {g[k]} vs TP1 {w[k]}"
