@@ -201,7 +201,14 @@ class ParallelCfg:
 @dataclass(kw_only=True)
 class RunCfg:
     out_dir: str = "runs/embedded"
-    plan: str = "compare"  # "compare" (seqkd vs warmup+gad), "gad" (warmup+gad), "seqkd"
+    # "compare": warmup (+ the gate) once, then every arm of ``arms`` from the same warmup-end student
+    # (gadx/train/run.py); "gad": one warmup + gate + GAD run; "seqkd": one SFT run from scratch
+    plan: str = "compare"
+    # plan=compare's arms, comma-separated: "seqkd" (SFT continued for gad.steps steps on the same
+    # prompts), "gad" (the discriminator's reward; skipped when the gate fails), "oracle" (reward =
+    # the exact teacher log-likelihood per token, D frozen: the embedded world only), "frozen" (GAD
+    # with D frozen after the gate: the off-policy control)
+    arms: str = "seqkd,gad,oracle"
     seed: int = 0
     seeds: int = 1  # >1: run seeds seed..seed+seeds-1 and aggregate the table
     log_every: int = 1
@@ -213,7 +220,11 @@ class RunCfg:
     eval_every: int = 20  # cadence (steps) of D's held-out accuracy and gadx.eval.evaluate_small; 0 = never
     eval_suites: str = ""  # comma-separated gadx.eval suites for evaluate_small (e.g. "vicuna"); the world's test_id when embedded
     eval_limit: int = 16  # prompts per suite in evaluate_small
-    eval_size: int = 64  # prompts per split in the final table
+    eval_size: int = 64  # prompts per split in the final table (the first of test_id and test_ood)
+    eval_samples: int = 4  # samples per prompt at T = 1.0, 0.8 and 0.6 in the final table (greedy: one)
+    # validation prompts per split (the last of test_id and test_ood, disjoint from the eval_size
+    # first) on which each student's best temperature is chosen; 0: chosen on the test prompts
+    eval_val_size: int = 32
     max_nonfinite: int = 5
     max_steps: int = 0  # stop after this many steps of the whole run (0 = no limit); for tests
     tensorboard: bool = True
@@ -338,6 +349,18 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
+ARMS = ("seqkd", "gad", "oracle", "frozen")
+
+
+def run_arms(cfg: TrainConfig) -> list[str]:
+    """plan=compare's arms in the order of ``ARMS`` (ValueError on an unknown or empty list)."""
+    names = [a.strip() for a in cfg.run.arms.split(",") if a.strip()]
+    bad = [a for a in names if a not in ARMS]
+    if bad or not names:
+        raise ValueError(f"run.arms must list some of {','.join(ARMS)}, got {cfg.run.arms!r}")
+    return [a for a in ARMS if a in names]
+
+
 def d_group_tokens(s: StagesCfg) -> int:
     """The least micro-batch budget D needs: a prompt's teacher reply and its n_samples samples
     are packed into one micro-batch, each up to max_prompt_len + max_response_len tokens."""
@@ -352,6 +375,12 @@ def validate(cfg: TrainConfig) -> None:
     s, p, r = cfg.stages, cfg.parallel, cfg.run
     if r.plan not in ("compare", "gad", "seqkd"):
         raise ValueError(f"run.plan must be compare, gad or seqkd, got {r.plan!r}")
+    if r.plan == "compare":
+        arms = run_arms(cfg)
+        if s.gad.steps < 1:
+            raise ValueError(f"run.plan=compare runs every arm for stages.gad.steps student updates: it must be >= 1, got {s.gad.steps}")
+        if "oracle" in arms and cfg.data.train != EMBEDDED:
+            raise ValueError(f"run.arms={r.arms!r}: the oracle arm needs the embedded world (data.train='embedded')")
     for name in ("tp", "pp", "micro_batch_tokens"):
         if getattr(p, name) < 1:
             raise ValueError(f"parallel.{name} must be >= 1, got {getattr(p, name)}")
