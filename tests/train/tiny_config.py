@@ -12,6 +12,7 @@ TINY = {
     "stages.max_prompt_len": "48", "stages.max_response_len": "12",
     "stages.warmup.steps": "3", "stages.warmup.g_only_steps": "1", "stages.warmup.d_only_steps": "1",
     "stages.gad.steps": "2", "stages.gad.d_gate_steps": "1", "stages.gad.d_acc_gate": "0.0",
+    "stages.gad.lr": "0.0002",  # the tiny runs (and their golden losses) keep the GAD lr they were recorded at
     "parallel.micro_batch_tokens": "256",
 }
 
