@@ -235,7 +235,7 @@ class Run:
                                  config=cfg.to_dict(), resume_step=state.step)
         self.prefetch = env.prefetcher(self._batches(self.cursor.state, state.step))
         ctx = self._ctx()
-        bar = Progress(plan.total_steps(state), f"{self.name}", enabled=self.rank0 and cfg.run.progress)
+        bar = Progress(plan.total_steps(state), self.out.name, enabled=self.rank0 and cfg.run.progress)  # the run folder: warmup, gad, oracle, ...
         bar.n = state.step
         boundary = Boundary(every_steps=cfg.run.checkpoint_every, every_minutes=cfg.run.checkpoint_minutes,
                             device=self.dims.device)
