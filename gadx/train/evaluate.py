@@ -105,23 +105,24 @@ def _cell(xs: list[float], fmt: str = ".3f") -> str:
 
 def format_results(per_seed: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> str:
     """The markdown of results.md: the main table, the paired differences, compute, the gate."""
-    names = [r for r in ROW_ORDER if all(r in rec["rows"] for rec in per_seed)]
-    on = per_seed[0]["rows"][names[0]]["best_T_on"] if names else "validation"
+    names = [r for r in ROW_ORDER if any(r in rec["rows"] for rec in per_seed)]  # an arm skipped on some seeds too
+    on = per_seed[0]["rows"]["before" if "before" in per_seed[0]["rows"] else names[0]]["best_T_on"] if names else "validation"
     head = ["model", "split", "valid T=1", "valid greedy", "valid at best T", "task acc (greedy)",
             "teacher logp/token (T=1, floored)", "KL(teacher‖student)/token", "length (T=1)"]
     rows = []
     for name in names:
         for s in SPLITS:
-            nums = [row_numbers(rec["rows"][name], s) for rec in per_seed]
+            nums = [row_numbers(rec["rows"][name], s) for rec in per_seed if name in rec["rows"]]
             temps = "/".join(_temp(x["best_T"]) for x in nums)
-            label = LABELS[name] + (f" (best T: {temps})" if name == "seqkd" else "")
+            label = LABELS[name] + (f" (best T: {temps})" if name == "seqkd" else "") \
+                + (f" ({len(nums)} of {len(per_seed)} seeds)" if len(nums) < len(per_seed) else "")
             best = _cell([x["valid_best"] for x in nums]) + ("" if name in ("seqkd", "teacher") else f" ({temps})")
             rows.append([label, s.replace("test_", "").upper(), _cell([x["valid_t1"] for x in nums]),
                          _cell([x["valid_greedy"] for x in nums]), best, _cell([x["task_greedy"] for x in nums]),
                          _cell([x["logT_tok"] for x in nums], ".2f"), _cell([x["kl_ts"] for x in nums]),
                          _cell([x["len"] for x in nums], ".1f")])
     lines = table(head, rows)
-    n_test = len(per_seed[0]["rows"][names[0]]["test"]["test_id"]["1.0"]["per_prompt_valid"]) if names else 0
+    n_test = len(next(iter(per_seed[0]["rows"].values()))["test"]["test_id"]["1.0"]["per_prompt_valid"]) if names else 0
     lines.append("")
     lines.append(f"{len(per_seed)} seed(s){' (mean ± std)' if len(per_seed) > 1 else ''}, {n_test} prompts per split. "
                  "valid: share of samples the teacher could write (exact). Best temperature chosen per student and "

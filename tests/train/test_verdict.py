@@ -112,3 +112,14 @@ def test_results_table_renders_every_row_and_the_paired_signs():
     assert "2 of 2" in oracle_ood
     assert "GAD 5.00 s (x10.0)" in text and "GAD skipped by the gate: 0 of 2" in text
     assert "held-out validation prompts" in text
+
+
+def test_an_arm_skipped_on_one_seed_keeps_its_row_and_says_so():
+    from gadx.train.evaluate import format_results
+
+    T = (1.0, 0.8, 0.6, 0.0)
+    rows = {"seqkd": _ev({t: [0.0, 1.0] for t in T}, 0.0), "gad": _ev({t: [1.0, 1.0] for t in T}, 0.0)}
+    per_seed = [{"seed": 0, "rows": dict(rows)}, {"seed": 1, "rows": {"seqkd": rows["seqkd"]}}]
+    text = format_results(per_seed, [])
+    assert "| GAD (1 of 2 seeds) | ID | 1.000 |" in text
+    assert "| GAD | ID | +0.500 [+0.000, +1.000] | skipped | +0.500 | 1 of 2 |" in text
