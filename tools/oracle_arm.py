@@ -7,7 +7,8 @@
     python tools/oracle_arm.py eval  FOLDER [--n 64] [--k 4]          # -> FOLDER/eval.json
     python tools/oracle_arm.py compare A B [--metric valid] [--temp best]  # paired per-prompt difference, bootstrap 95%
 
-Every arm writes OUT/student_hf and OUT/eval.json. The GAD arm's discriminator is the
+The evaluation and the comparison are gadx/train/verdict.py's (the trainer's main job uses the
+same code: `torchrun --nproc-per-node 2 -m gadx.train`, plan=compare). Every arm writes OUT/student_hf and OUT/eval.json. The GAD arm's discriminator is the
 start student's trunk with a fresh score head (D is trained online even under the oracle
 reward, so its accuracy against acc* is logged on the same rollouts). Evaluation (teacher
 probabilities: a diagnostic) on the first n prompts of test_id and test_ood, k samples per
@@ -25,16 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
 import sys
 import time
 from pathlib import Path
 
-import torch
 
-TEMPS = (1.0, 0.8, 0.6, 0.0)
-FLOOR = -20.0
+from gadx.train.verdict import TEMPS  # the evaluation lives in gadx/train/verdict.py
 
 
 def _cfg(start: Path, out: Path, sets: list[str], config: str = ""):
@@ -165,109 +162,18 @@ def _load(folder: Path):
 
 
 def _eval(folder: Path, n: int, k: int, extra: dict | None = None) -> dict:
-    from gadx.train.sequences import encode_prompt, encode_teacher_reply
+    """gadx.train.verdict's metrics of an HF student folder on the first n prompts of each test split."""
+    from gadx.train.verdict import evaluate_model
     from gadx.world import World
 
     mc, sd, eng, tok = _load(folder)
     world = World(seed=0)
-    eos = [tok.eos_id]
-    max_new = 48
-    res: dict = {"folder": str(folder), **(extra or {}), "splits": {}}
-    for split in ("test_id", "test_ood"):
-        exs = world.split(split)[:n]
-        prompts = [ex.prompt for ex in exs]
-        ids = [encode_prompt(tok, [{"role": "user", "content": p}], 48).ids for p in prompts]
-        sp = {}
-        for t in TEMPS:
-            kk = 1 if t == 0 else k
-            rep = [x for x in ids for _ in range(kk)]
-            roll = _generate(eng, rep, max_new, t, eos)
-            texts = [tok.decode(r, skip_special_tokens=True) for r in roll.responses]
-            ptxt = [p for p in prompts for _ in range(kk)]
-            lt = [world.teacher.logprob(p, x) if f else -math.inf for p, x, f in zip(ptxt, texts, roll.finished)]
-            per_tok = [max(l / len(r), FLOOR) if math.isfinite(l) else FLOOR for l, r in zip(lt, roll.responses)]
-            fin = [(l, len(r)) for l, r in zip(lt, roll.responses) if math.isfinite(l)]
-            task = [bool(world.teacher.is_correct(p, x)) for p, x in zip(ptxt, texts)]
-            per_prompt_valid = [sum(math.isfinite(l) for l in lt[i * kk:(i + 1) * kk]) / kk for i in range(len(prompts))]
-            per_prompt_r = [sum(per_tok[i * kk:(i + 1) * kk]) / kk for i in range(len(prompts))]
-            sp[str(t)] = {
-                "valid": sum(math.isfinite(l) for l in lt) / len(lt),
-                "logT_tok": sum(per_tok) / len(per_tok),
-                "logT_valid": sum(l for l, _ in fin) / sum(c for _, c in fin) if fin else -math.inf,
-                "task": sum(task) / len(task),
-                "tv": world.teacher_phrasing_distance(ptxt, texts)["all"],
-                "len": sum(len(r) for r in roll.responses) / len(roll.responses),
-                "per_prompt_valid": per_prompt_valid, "per_prompt_logT_tok": per_prompt_r,
-            }
-        # coverage: exact KL(teacher || student) per token on teacher samples
-        rng = random.Random(99)
-        t_txt = [world.teacher.sample(p, rng) for p in prompts for _ in range(4)]
-        t_ids = [encode_teacher_reply(tok, x, 10_000) for x in t_txt]
-        t_pr = [x for x in ids for _ in range(4)]
-        lS = _student_logprobs(mc, sd, t_pr, t_ids)
-        lT = [world.teacher.logprob(p, x) for p, x in zip([p for p in prompts for _ in range(4)], t_txt)]
-        ntok = sum(len(r) for r in t_ids)
-        sp["kl_ts"] = (sum(lT) - sum(lS)) / ntok
-        res["splits"][split] = sp
+    prompts = {s: [ex.prompt for ex in world.split(s)[:n]] for s in ("test_id", "test_ood")}
+    res: dict = {"folder": str(folder), **(extra or {}),
+                 "splits": evaluate_model(world, tok, eng, sd, mc, prompts, k=k, max_prompt_len=48, max_new=48)}
     (folder.parent / "eval.json").write_text(json.dumps(res, indent=1))
     print(_table(res), flush=True)
     return res
-
-
-def _generate(eng, prompts, max_new: int, t: float, eos):
-    """Sampling in calls of 256 (the sampler's max_batch is 512), call c seeded 1234 + c."""
-    from gadx.sampler import Rollout
-
-    parts = [eng.generate(prompts[c:c + 256], max_new_tokens=max_new, temperature=t, eos_ids=eos, seed=1234 + c)
-             for c in range(0, len(prompts), 256)]
-    return Rollout([r for p in parts for r in p.responses], [x for p in parts for x in p.logprobs],
-                   [f for p in parts for f in p.finished], torch.cat([p.lengths for p in parts]))
-
-
-def _student_logprobs(mc, sd, prompts, responses) -> list[float]:
-    """log S(response | prompt) at T=1 with a plain PyTorch forward of the HF weights (Qwen2 shape)."""
-    import torch.nn.functional as F
-
-    H, nh, nkv = mc.hidden_size, mc.num_heads, mc.num_kv_heads
-    hd = mc.head_dim or H // nh
-    out = []
-    emb = sd["model.embed_tokens.weight"]
-
-    def rms(x, w):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + mc.rms_norm_eps) * w
-
-    def rope(x, pos):  # x [h, T, hd]
-        inv = 1.0 / (mc.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
-        f = pos[:, None].float() * inv[None]
-        cos, sin = torch.cat([f.cos(), f.cos()], -1), torch.cat([f.sin(), f.sin()], -1)
-        x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
-        return x * cos + torch.cat([-x2, x1], -1) * sin
-
-    with torch.no_grad():
-        for p, r in zip(prompts, responses):
-            ids = torch.tensor(list(p) + list(r))
-            T = ids.numel()
-            x = emb[ids]
-            pos = torch.arange(T)
-            for i in range(mc.num_layers):
-                pre = f"model.layers.{i}."
-                h = rms(x, sd[pre + "input_layernorm.weight"])
-                q = F.linear(h, sd[pre + "self_attn.q_proj.weight"], sd.get(pre + "self_attn.q_proj.bias"))
-                kk = F.linear(h, sd[pre + "self_attn.k_proj.weight"], sd.get(pre + "self_attn.k_proj.bias"))
-                v = F.linear(h, sd[pre + "self_attn.v_proj.weight"], sd.get(pre + "self_attn.v_proj.bias"))
-                q = rope(q.view(T, nh, hd).transpose(0, 1), pos)
-                kk = rope(kk.view(T, nkv, hd).transpose(0, 1), pos).repeat_interleave(nh // nkv, 0)
-                v = v.view(T, nkv, hd).transpose(0, 1).repeat_interleave(nh // nkv, 0)
-                att = F.scaled_dot_product_attention(q, kk, v, is_causal=True).transpose(0, 1).reshape(T, nh * hd)
-                x = x + F.linear(att, sd[pre + "self_attn.o_proj.weight"])
-                h = rms(x, sd[pre + "post_attention_layernorm.weight"])
-                x = x + F.linear(F.silu(F.linear(h, sd[pre + "mlp.gate_proj.weight"])) * F.linear(h, sd[pre + "mlp.up_proj.weight"]),
-                                 sd[pre + "mlp.down_proj.weight"])
-            x = rms(x, sd["model.norm.weight"])
-            logits = F.linear(x[len(p) - 1: T - 1], sd["lm_head.weight"])
-            lp = torch.log_softmax(logits.float(), -1).gather(1, ids[len(p):, None]).sum()
-            out.append(float(lp))
-    return out
 
 
 def _table(res: dict) -> str:
@@ -287,18 +193,18 @@ def cmd_eval(a) -> None:
 def cmd_compare(a) -> None:
     """Paired per-prompt difference B - A with a bootstrap 95% interval; A at its best temperature
     (by the metric's mean) unless --temp says otherwise; B at --btemp."""
+    from gadx.train.verdict import best_temperature, paired_bootstrap
+
     ea, eb = (json.loads((Path(x).parent / "eval.json").read_text()) if Path(x).is_dir() else json.loads(Path(x).read_text())
               for x in (a.a, a.b))
     key = {"valid": "per_prompt_valid", "logT_tok": "per_prompt_logT_tok"}[a.metric]
-    rng = random.Random(0)
     for split in ("test_id", "test_ood"):
         sa, sb = ea["splits"][split], eb["splits"][split]
-        ta = max((str(t) for t in TEMPS), key=lambda t: sa[t][a.metric]) if a.temp == "best" else a.temp
+        ta = str(best_temperature(sa, a.metric)) if a.temp == "best" else a.temp
         xa, xb = sa[ta][key], sb[a.btemp][key]
-        d = [y - x for x, y in zip(xa, xb)]
-        boots = sorted(sum(rng.choice(d) for _ in d) / len(d) for _ in range(2000))
+        mean, lo, hi = paired_bootstrap(xa, xb, seed=0)
         print(f"{split}: {a.metric} A@T={ta} {sum(xa)/len(xa):.3f}  B@T={a.btemp} {sum(xb)/len(xb):.3f}  "
-              f"B-A {sum(d)/len(d):+.3f} [{boots[49]:+.3f}, {boots[1949]:+.3f}]")
+              f"B-A {mean:+.3f} [{lo:+.3f}, {hi:+.3f}]")
 
 
 def main(argv=None) -> int:

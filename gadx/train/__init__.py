@@ -3,10 +3,13 @@
     torchrun --nproc-per-node 2 -m gadx.train                       # the embedded default (see recipes/RESULTS_embedded.md)
     python -m gadx.train --config recipes/tiny.toml --set run.seed=1
     python -m gadx.train --config recipes/seeds3.toml                # 3 seeds, aggregated table
+    torchrun --nproc-per-node 2 -m gadx.train --config recipes/verdict.toml   # 3 seeds x 4 arms (issue 14)
 
 With no config it runs the whole pipeline on the synthetic world: tokenizer,
-teacher served over HTTP, a tiny student, a SeqKD run and a warmup+GAD run with
-the same student-update budget, then a table (before / SeqKD / GAD, ID and OOD)
+teacher served over HTTP, a tiny student, warmup (SFT + D) and the D gate once, then
+the arms from the warmup-end student (SeqKD continued, GAD, oracle-reward GRPO; run.arms)
+with the same student updates on the same prompts, then a table (before / SeqKD at its
+best temperature / GAD / oracle / teacher, ID and OOD, paired differences against SeqKD)
 and training curves under ``run.out_dir``. ``--help`` lists every setting (config.py).
 """
 from __future__ import annotations

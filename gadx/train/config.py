@@ -124,8 +124,11 @@ class WarmupCfg:
 
 @dataclass(kw_only=True)
 class GadCfg:
-    steps: int = 30
-    lr: float = 2e-4
+    # The GRPO stage of every arm, sized with the oracle reward on the embedded default
+    # (recipes/RESULTS_embedded.md, "o1": 40 steps of 16 prompts x 8 samples at lr 5e-4 beat SeqKD at its
+    # best temperature on 3 of 3 seeds; 30 steps of 8 x 4 at lr 2e-4 moved nothing)
+    steps: int = 40
+    lr: float = 5e-4
     d_lr: float = -1.0  # -1: by discriminator.kind, as warmup.d_lr
     clip_low: float = 0.2
     clip_high: float = 0.2
@@ -160,11 +163,11 @@ class StagesCfg:
     seqkd: SeqKDCfg = field(default_factory=SeqKDCfg)
     warmup: WarmupCfg = field(default_factory=WarmupCfg)
     gad: GadCfg = field(default_factory=GadCfg)
-    prompts_per_step: int = 8  # global, over all data-parallel ranks
+    prompts_per_step: int = 16  # global, over all data-parallel ranks
     # prompts per step of the warmup stage and of SeqKD's first warmup.steps - d_only_steps steps
     # (the matching SFT updates; a from-scratch student needs many examples); 0 = prompts_per_step
     sft_prompts_per_step: int = 64
-    n_samples: int = 4
+    n_samples: int = 8
     # prompts per rollout call, each call seeded by its first prompt's global index: samples are the
     # same at every DP size whose per-rank share it divides. 0: one call per rank (fastest; samples
     # then depend on the DP size)
@@ -189,7 +192,7 @@ class ParallelCfg:
     pp: int = 1
     # token budget of one packed micro-batch; small on CPU, where packed attention is a dense [T, T]
     # masked SDPA (cost grows with T^2); raise it on a GPU
-    micro_batch_tokens: int = 512
+    micro_batch_tokens: int = 1024  # holds a discriminator group: (8 samples + the teacher reply) x (48 + 48)
     # Rollouts under TP: "gathered" (all-gather the student, every rank samples the whole model;
     # layout-independent samples) or "sharded" (gadx.sampler.TPKVCacheSampler decodes on each
     # rank's shard and samples vocab-parallel: no full copy, no [B, V] gather; needs pp=1)
@@ -209,7 +212,15 @@ class ParallelCfg:
 @dataclass(kw_only=True)
 class RunCfg:
     out_dir: str = "runs/embedded"
-    plan: str = "compare"  # "compare" (seqkd vs warmup+gad), "gad" (warmup+gad), "seqkd"
+    # "compare": warmup (+ the gate) once, then every arm of ``arms`` from the same warmup-end student
+    # (gadx/train/run.py); "gad": one warmup + gate + GAD run; "seqkd": one SFT run from scratch
+    plan: str = "compare"
+    # plan=compare's arms, comma-separated: "seqkd" (SFT continued for gad.steps steps on the same
+    # prompts), "gad" (the discriminator's reward; skipped when the gate fails), "oracle" (reward =
+    # the exact teacher log-likelihood per token, D frozen: the embedded world only), "frozen" (GAD
+    # with D frozen after the gate: the off-policy control). "auto": seqkd,gad,oracle on the
+    # embedded world, seqkd,gad on a data file
+    arms: str = "auto"
     seed: int = 0
     seeds: int = 1  # >1: run seeds seed..seed+seeds-1 and aggregate the table
     log_every: int = 1
@@ -221,7 +232,11 @@ class RunCfg:
     eval_every: int = 20  # cadence (steps) of D's held-out accuracy and gadx.eval.evaluate_small; 0 = never
     eval_suites: str = ""  # comma-separated gadx.eval suites for evaluate_small (e.g. "vicuna"); the world's test_id when embedded
     eval_limit: int = 16  # prompts per suite in evaluate_small
-    eval_size: int = 64  # prompts per split in the final table
+    eval_size: int = 64  # prompts per split in the final table (the first of test_id and test_ood)
+    eval_samples: int = 4  # samples per prompt at T = 1.0, 0.8 and 0.6 in the final table (greedy: one)
+    # validation prompts per split (the last of test_id and test_ood, disjoint from the eval_size
+    # first) on which each student's best temperature is chosen; 0: chosen on the test prompts
+    eval_val_size: int = 32
     max_nonfinite: int = 5
     max_steps: int = 0  # stop after this many steps of the whole run (0 = no limit); for tests
     tensorboard: bool = True
@@ -358,6 +373,20 @@ def d_lrs(cfg: TrainConfig) -> tuple[float, float]:
     return (auto if s.warmup.d_lr == -1 else s.warmup.d_lr), (auto if s.gad.d_lr == -1 else s.gad.d_lr)
 
 
+ARMS = ("seqkd", "gad", "oracle", "frozen")
+
+
+def run_arms(cfg: TrainConfig) -> list[str]:
+    """plan=compare's arms in the order of ``ARMS`` (ValueError on an unknown or empty list; "auto" above)."""
+    if cfg.run.arms == "auto":
+        return ["seqkd", "gad", "oracle"] if cfg.data.train == EMBEDDED else ["seqkd", "gad"]
+    names = [a.strip() for a in cfg.run.arms.split(",") if a.strip()]
+    bad = [a for a in names if a not in ARMS]
+    if bad or not names:
+        raise ValueError(f"run.arms must list some of {','.join(ARMS)}, got {cfg.run.arms!r}")
+    return [a for a in ARMS if a in names]
+
+
 def d_group_tokens(s: StagesCfg) -> int:
     """The least micro-batch budget D needs: a prompt's teacher reply and its n_samples samples
     are packed into one micro-batch, each up to max_prompt_len + max_response_len tokens."""
@@ -372,6 +401,12 @@ def validate(cfg: TrainConfig) -> None:
     s, p, r = cfg.stages, cfg.parallel, cfg.run
     if r.plan not in ("compare", "gad", "seqkd"):
         raise ValueError(f"run.plan must be compare, gad or seqkd, got {r.plan!r}")
+    if r.plan == "compare":
+        arms = run_arms(cfg)
+        if s.gad.steps < 1:
+            raise ValueError(f"run.plan=compare runs every arm for stages.gad.steps student updates: it must be >= 1, got {s.gad.steps}")
+        if "oracle" in arms and cfg.data.train != EMBEDDED:
+            raise ValueError(f"run.arms={r.arms!r}: the oracle arm needs the embedded world (data.train='embedded')")
     for name in ("tp", "pp", "micro_batch_tokens"):
         if getattr(p, name) < 1:
             raise ValueError(f"parallel.{name} must be >= 1, got {getattr(p, name)}")

@@ -52,6 +52,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "run.seeds": (1, INF, False, False),
     "run.log_every": (1, INF, False, False),
     "run.eval_size": (1, INF, False, False),
+    "run.eval_samples": (1, INF, False, False),
 }
 DEFAULT = (0, INF, False, False)
 

@@ -38,15 +38,17 @@ def warn(msg: str) -> None:
 
 class Run:
     def __init__(self, cfg: TrainConfig, env, *, name: str, out_dir: str | Path, recorder: list[str] | None = None,
-                 gad_only: int = 0, discriminator: str | Path | None = None):
+                 gad_only: int = 0, discriminator: str | Path | None = None, start: dict | None = None):
         """gad_only=N: skip warmup and gate, run N GAD steps (reference = the starting student);
-        discriminator: an HF folder (head="score") D starts from instead of the student."""
+        discriminator: an HF folder (head="score") D starts from instead of the student;
+        start: {"G": state_dict[, "D": state_dict]} the run starts from (plan=compare's arms)."""
         assert name in ("seqkd", "gad")
         self.cfg, self.env, self.name, self.out = cfg, env, name, Path(out_dir)
         self.dims = env.dims
         self.rank0 = self.dims.rank == 0
         self.stages = StagePlan.from_config(cfg, name, from_scratch=env.from_scratch, gad_only=gad_only)
         self.disc_path = discriminator
+        self.start = start or {}
         self.history: list[dict[str, Any]] = []  # every logged row
         self.recorder = recorder
         self.nonfinite = NonfiniteGuard(cfg.run.max_nonfinite)
@@ -62,7 +64,9 @@ class Run:
         s = cfg.stages
         torch.manual_seed(cfg.run.seed)
         student = env.build(seed=cfg.run.seed)
-        student.load_state_dict(env.initial_student_state())
+        # an arm's shared start (plan=compare), loaded before the optimizer copies any master weights;
+        # a checkpoint, when resuming, overrides it
+        student.load_state_dict(self.start["G"] if "G" in self.start else env.initial_student_state())
         lr = s.seqkd.lr if self.name == "seqkd" else s.warmup.lr
         self.G = Player(student, lr=lr, weight_decay=s.weight_decay, clip_grad=s.grad_clip)
         # the embedded world's exact teacher: the oracle reward and the GAD step's diagnostics
@@ -79,6 +83,8 @@ class Run:
                 disc = env.build(head=head, seed=cfg.run.seed + 1)
                 if not env.from_scratch:  # pretrained student: D starts from its initial weights
                     start_d(student, disc, dc.kind)
+            if "D" in self.start:
+                disc.load_state_dict(self.start["D"])
             implicit = ImplicitReward(beta=dc.beta, temperature=s.temperature) if dc.kind == "implicit" else None
             self.D = Player(disc, lr=d_lrs(cfg)[0], weight_decay=s.weight_decay, clip_grad=s.grad_clip, implicit=implicit)
 
@@ -235,7 +241,7 @@ class Run:
                                  config=cfg.to_dict(), resume_step=state.step)
         self.prefetch = env.prefetcher(self._batches(self.cursor.state, state.step))
         ctx = self._ctx()
-        bar = Progress(plan.total_steps(state), f"{self.name}", enabled=self.rank0 and cfg.run.progress)
+        bar = Progress(plan.total_steps(state), self.out.name, enabled=self.rank0 and cfg.run.progress)  # the run folder: warmup, gad, oracle, ...
         bar.n = state.step
         boundary = Boundary(every_steps=cfg.run.checkpoint_every, every_minutes=cfg.run.checkpoint_minutes,
                             device=self.dims.device)

@@ -122,7 +122,7 @@ def test_run_dir_config_is_written_and_a_changed_config_stops(tmp_path):
     prepare_run_dir(moved)  # layout and step limits may change on resume
     changed, _ = load_config(["--set", f"run.out_dir={tmp_path}", "--set", "stages.gad.lr=0.1",
                               "--set", "run.seed=4"])
-    with pytest.raises(ValueError, match=r"2 difference\(s\): run.seed: 0 -> 4; stages.gad.lr: 0.0002 -> 0.1") as e:
+    with pytest.raises(ValueError, match=r"2 difference\(s\): run.seed: 0 -> 4; stages.gad.lr: 0.0005 -> 0.1") as e:
         prepare_run_dir(changed)
     assert "\n" not in str(e.value) and "--resume-anyway" in str(e.value) and "--overwrite" in str(e.value)
 
@@ -161,4 +161,4 @@ def test_cli_stops_on_a_changed_config(tmp_path, capsys):
     (tmp_path / "config.json").write_text(cfg.to_json())
     assert main(["--set", f"run.out_dir={tmp_path}", "--set", "stages.gad.steps=3"]) == 2
     err = _err(capsys)
-    assert "stages.gad.steps: 30 -> 3" in err and "\n" not in err
+    assert "stages.gad.steps: 40 -> 3" in err and "\n" not in err

@@ -35,8 +35,8 @@ def test_seqkd_budget_matches_gad_student_updates():
         (["--set", "stages.gad.steps"], "key.sub=value"),
         (["--set", "teacher.base_url="], "teacher.base_url is empty"),
         (["--set", "parallel.micro_batch_tokens=10"], "cannot hold one sequence"),
-        # defaults: 4 samples + the teacher reply, each up to 48 + 48 tokens
-        (["--set", "parallel.micro_batch_tokens=479"], r"cannot hold a discriminator group of .* = 480 tokens"),
+        # defaults: 8 samples + the teacher reply, each up to 48 + 48 tokens
+        (["--set", "parallel.micro_batch_tokens=863"], r"cannot hold a discriminator group of .* = 864 tokens"),
         (["--set", "run.plan=foo"], "run.plan"),
         (["--config", "/nonexistent.toml"], "not found"),
         (["--set", "model.dtype=float16"], "model.dtype must be one of"),
