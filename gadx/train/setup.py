@@ -127,11 +127,10 @@ class Env:
     def engine_weights(self, model) -> dict[str, torch.Tensor]:
         """The student's weights as the rollout engine takes them: this rank's TP shard (sharded
         rollouts, no communication) or the whole model (gathered over TP and PP)."""
+        from gadx.parallel import gather_hf_state_dict
         from gadx.sampler import local_hf_state_dict
 
-        from .player import full_hf_state
-
-        return local_hf_state_dict(model) if self.sharded_rollout else full_hf_state(model)
+        return local_hf_state_dict(model) if self.sharded_rollout else gather_hf_state_dict(model)
 
     @property
     def dtype(self) -> torch.dtype:
