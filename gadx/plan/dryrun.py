@@ -358,9 +358,9 @@ def _gpu_init(fake: bool):
 
 
 def _engine(cfg, mcfg: ModelConfig, dims, dtype):
-    """The rollout engine gadx.train.setup.Env builds, with its max_batch."""
+    """The rollout engine gadx.train.env.Env builds, with its max_batch."""
     from gadx.sampler import KVCacheSampler, TPKVCacheSampler
-    from gadx.train.setup import rollout_batch
+    from gadx.train.env import rollout_batch
 
     s = cfg.stages
     max_batch = rollout_batch(s, dims.dp)
