@@ -95,7 +95,7 @@ def run_variant(teacher: str, out_dir: Path, teacher_url: str | None = None) -> 
 
     from gadx.parallel import destroy_parallel
     from gadx.train.config import load_config
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
     from gadx.train.trainer import Run
 
     cfg, rest = load_config(overrides(out_dir, teacher_url))

@@ -54,20 +54,17 @@ def test_serve_synthetic_answers_without_torch_or_megatron():
 
 def test_checkpoint_serving_and_eval_need_no_megatron(tmp_path):
     # `gadx serve --model` and `gadx eval --model` decode with the KV-cache sampler: torch, not megatron
-    transformers = pytest.importorskip("transformers")
-    import torch
-
+    pytest.importorskip("transformers")
     from gadx.tokenizer import train_sentencepiece
+    from tiny_models import hf_model
 
     texts = [f"the {a} {b} sat on the {c} mat number {n}." for n, (a, b, c) in enumerate(
         (a, b, c) for a in ("red", "green", "blue", "black") for b in ("cat", "dog", "fox") for c in ("big", "small"))
     ] * 10
     tok = train_sentencepiece(texts, tmp_path, 296)
-    torch.manual_seed(0)
-    cfg = transformers.Qwen2Config(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
-                                   bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
-    transformers.Qwen2ForCausalLM(cfg).save_pretrained(tmp_path)
+    hf_model("qwen2", vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64, bos_token_id=tok.bos_id,
+             eos_token_id=tok.eos_id, pad_token_id=tok.pad_id).save_pretrained(tmp_path)
     proc = importtime(
         "import gadx.eval.generate, gadx.eval.cli, gadx.collect, gadx.teacher\n"
         "from gadx.serve.backends import CheckpointBackend\n"

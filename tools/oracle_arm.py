@@ -47,7 +47,7 @@ def _cfg(start: Path, out: Path, sets: list[str], config: str = ""):
 
 def cmd_gad(a) -> None:
     from gadx.models import save_pretrained
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
     from gadx.train.trainer import Run, copy_trunk
 
     out = Path(a.out)
@@ -112,7 +112,7 @@ def cmd_gad(a) -> None:
 
 def cmd_sft(a) -> None:
     from gadx.models import save_pretrained
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
     from gadx.train.trainer import Run
 
     out = Path(a.out)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gadx.train.curves import DEFAULT_KEYS, plot, plotted_points  # noqa: F401 -- plotted_points: for callers of this file
+from gadx.train.curves import DEFAULT_KEYS, plot
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ docs/dry_run.md):
   ``decode_steps`` decode steps for every call (the KV cache is allocated whole up front, so
   more steps add no memory) and returns worst-case replies: every sample is
   ``max_response_len`` tokens, as is every teacher reply, every prompt ``max_prompt_len``;
-* at PP > 1 the weight sync gathers the stages' tensors with ``all_gather_object`` (a pickle),
-  which fake tensors cannot cross: each other stage's tensors are made as empty host tensors
-  of their shapes, then handed to the engine as the real sync does;
+* at PP > 1 the weight sync (``gadx.parallel.gather_hf_state_dict``) first all-gathers each
+  stage's tensor names and shapes as objects, which the fake group does not carry: ``_plan_gather``
+  makes them up from the config and runs the real exchange (fake flat buffers on the device);
 * host reads inside the step (``Player.step``'s finite check, megatron's found-inf and
   grad-norm ``.item()``) get a placeholder (finite, norm 0), and every one is recorded with
   its call site in ``host_reads`` (the step should have none besides those).
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import sys
 import time
 import traceback
@@ -167,17 +168,28 @@ class _PlanRollout:
             tok_B, _ = e._select(logits_BV, temperature, top_k, top_p, None)
 
 
-def _pp_full_state(model) -> dict[str, torch.Tensor]:
-    """``gadx.train.player.full_hf_state`` at PP > 1: this stage's tensors copied to the host as
-    there, the other stages' as empty host tensors of their shapes (their all_gather_object
-    cannot carry fake tensors)."""
-    from gadx.models import hf_state_dict
+def _plan_gather(model) -> dict[str, torch.Tensor]:
+    """``gadx.parallel.gather_hf_state_dict`` at PP > 1, run as the trainer runs it, but with the
+    stages' names and shapes made up from the config: the fake group carries no objects, so
+    ``stage_metas`` would see this stage's list everywhere. The other stages' tensors arrive as
+    fake flat buffers of their sizes on the device, as a real run's broadcasts would leave them."""
+    from gadx.parallel.gather import exchange_stages
     from gadx.sampler.decoder import expected_shapes
 
-    own = {k: v.detach().cpu() for k, v in hf_state_dict(model).items()}
-    dtype = next(iter(own.values())).dtype
-    full = {k: own[k] if k in own else torch.empty(shape, dtype=dtype) for k, shape in expected_shapes(model.config).items()}
-    return full
+    dims = model.dims
+    local = model.hf_state_dict()
+    own = [(k, tuple(v.shape), v.dtype) for k, v in local.items()]
+    dtype = own[0][2]
+    metas: list[list] = [[] for _ in range(dims.pp)]
+    metas[dims.pp_rank] = own
+    other = next(s for s in range(dims.pp) if s != dims.pp_rank)
+    for k, shape in expected_shapes(model.config).items():
+        if k in local:
+            continue
+        m = re.match(r"model\.layers\.(\d+)\.", k)  # layers split evenly, embedding first, norm / head last
+        stage = int(m.group(1)) * dims.pp // model.config.num_layers if m else (0 if "embed" in k else dims.pp - 1)
+        metas[stage if stage != dims.pp_rank else other].append((k, tuple(shape), dtype))
+    return exchange_stages(local, metas, dims)
 
 
 class _HostReadLog(torch.overrides.TorchFunctionMode):
@@ -346,9 +358,9 @@ def _gpu_init(fake: bool):
 
 
 def _engine(cfg, mcfg: ModelConfig, dims, dtype):
-    """The rollout engine gadx.train.setup.Env builds, with its max_batch."""
+    """The rollout engine gadx.train.env.Env builds, with its max_batch."""
     from gadx.sampler import KVCacheSampler, TPKVCacheSampler
-    from gadx.train.setup import rollout_batch
+    from gadx.train.env import rollout_batch
 
     s = cfg.stages
     max_batch = rollout_batch(s, dims.dp)
@@ -369,7 +381,8 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
     of a pass are equally full (first-fit-decreasing puts the fullest first), so the peak is
     the same and a 7B step takes minutes instead of an hour of fake-op dispatch."""
     from gadx.sampler import local_hf_state_dict
-    from gadx.train.player import Player, full_hf_state
+    from gadx.parallel import gather_hf_state_dict
+    from gadx.train.player import Player
     from gadx.train.step import Batch, StepContext, gad_step
 
     from .fakedev import fake_gpu
@@ -459,7 +472,7 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                 def sync():
                     m = G.model
                     with mem.grows("gathered sampler copy"):
-                        sd = local_hf_state_dict(m) if sharded else (full_hf_state(m) if dims.pp == 1 else _pp_full_state(m))
+                        sd = local_hf_state_dict(m) if sharded else (gather_hf_state_dict(m) if dims.pp == 1 else _plan_gather(m))
                         roll.load_weights(sd)
                         del sd  # what stays is what the engine holds
 

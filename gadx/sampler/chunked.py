@@ -3,7 +3,7 @@
     roll = generate_in_chunks(engine, prompts, max_new_tokens=256, temperature=0.8, eos_ids=[2], seed=7)
     release(engine)   # KV cache and gathered weights gone until the next load_weights + generate
 
-The KV cache has ``max_batch`` rows, sized by the GAD step's rollout call (gadx.train.setup), not by
+The KV cache has ``max_batch`` rows, sized by the GAD step's rollout call (gadx.train.env), not by
 the largest call anyone makes (the held-out check, an evaluation). Larger calls run in chunks of
 ``max_batch`` prompts, each chunk told its rows of the whole call (``generate(..., rows=)``), so every
 row draws the random numbers it would draw unsplit: the same seed gives the same samples chunked or

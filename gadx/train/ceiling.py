@@ -9,7 +9,7 @@ samples y_s ~ S scores log T(y|x) - log S(y|x) (any monotone map of it ranks
 the same). Its pairwise accuracy on a set of (teacher reply, student sample)
 pairs is acc*: where the teacher is known exactly (the embedded world), a
 learned D is judged against it, not against a fixed number, since acc* falls
-toward 0.5 as the student improves (../shared/design/gad-verdict.md).
+toward 0.5 as the student improves (docs/design/gad-verdict.md).
 
 A student sample the teacher cannot produce has log T = -inf and loses every
 pair; a sample identical to the teacher reply is a tie (1/2), whatever float

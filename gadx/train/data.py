@@ -96,13 +96,6 @@ class Cursor:
             self.pos += take
         return out
 
-    def peek(self, k: int) -> list[int]:
-        """The indices the next ``next(k)`` calls will return, without moving (for prefetching)."""
-        saved = (self.epoch, self.pos, self._order)
-        out = self.next(k)
-        self.epoch, self.pos, self._order = saved
-        return out
-
     @property
     def state(self) -> dict[str, int]:
         return {"n": self.n, "seed": self.seed, "epoch": self.epoch, "pos": self.pos}

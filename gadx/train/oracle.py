@@ -4,7 +4,7 @@
     logT_S = oracle.logprobs(prompt_ids_S, responses_S)  # natural log; -inf if the teacher cannot write it
     r_S = oracle.reward(prompt_ids_S, responses_S)       # per token, floored: stages.gad.reward = "oracle"
 
-Two uses, and only these two (the rule of ../shared/design/gad-verdict.md):
+Two uses, and only these two (the rule of docs/design/gad-verdict.md):
 - ``stages.gad.reward = "oracle"``: GRPO with reward log T(y|x) / |y| (floored at
   ``stages.gad.oracle_floor`` per token) instead of D's score. It is the ceiling any
   discriminator could give: if it does not beat SeqKD, no D will, and the world

@@ -181,27 +181,6 @@ class Player:
         return bool(ok), float(grad_norm) if grad_norm is not None else float("nan")
 
 
-def full_hf_state(model) -> dict[str, torch.Tensor]:
-    """The whole student in HF names for the rollout engine. At PP > 1 each stage holds only its
-    layers: the stages' tensors are gathered over the pipeline group (host copies; the sampler
-    then runs the whole model on every rank). TP shards are gathered by hf_state_dict."""
-    from gadx.models import hf_state_dict
-
-    sd = hf_state_dict(model)
-    dims = model.dims
-    if dims.pp == 1:
-        return sd
-    parts: list = [None] * dims.pp
-    dist.all_gather_object(parts, {k: v.detach().cpu() for k, v in sd.items()}, group=dims.pp_group)
-    full: dict[str, torch.Tensor] = {}
-    for part in parts:  # first stage first: its embedding wins over the last stage's tied copy
-        for k, v in part.items():
-            full.setdefault(k, v)
-    if model.config.tie_embeddings:
-        full.pop("lm_head.weight", None)
-    return full
-
-
 # ---- forward steps (megatron's forward_step_func, micro-batch given) ------------------------------
 # loss_func runs on the last pipeline stage only.
 

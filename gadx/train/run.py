@@ -27,7 +27,7 @@ def train_all(cfg: TrainConfig, *, run_dir_mode: str = "check") -> int:
 
     from . import evaluate as ev
     from .rundir import prepare_run_dir
-    from .setup import Env
+    from .env import Env
     from .stop import STOP
 
     t0 = time.perf_counter()
@@ -169,7 +169,7 @@ def run_steps(cfg: TrainConfig, n_steps: int, *, student: str | Path, discrimina
     ``checkpoint_every`` > 0 it saves every that many steps and resumes from ``out_dir``'s last
     checkpoint (returning only the steps it ran), at any layout.
     """
-    from .setup import Env
+    from .env import Env
     from .trainer import Run
 
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, student=str(student)),

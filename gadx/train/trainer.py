@@ -1,6 +1,6 @@
 """One training run: SeqKD, or warmup -> D gate -> GAD, resumable from its last checkpoint.
 
-    run = Run(cfg, env, name="gad", out_dir=...)     # env: tokenizer, data, teacher (setup.py)
+    run = Run(cfg, env, name="gad", out_dir=...)     # env: tokenizer, data, teacher, models (env.py)
     summary = run.train()                             # resumes if out_dir has a checkpoint
 
 ``Run.train`` is a straight loop: the stage plan (stages.py, a pure object) says what comes next

@@ -85,12 +85,6 @@ def choice(*options: tuple) -> Node:
     return Choice(tuple((p if isinstance(p, Fraction) else Fraction(p), lit(n), label) for p, n, label in options))
 
 
-def one_of(texts: list[str]) -> Node:
-    """Uniform, unlabelled choice: content, not phrasing."""
-    p = Fraction(1, len(texts))
-    return Choice(tuple((p, Lit(t), None) for t in texts))
-
-
 # ---------------------------------------------------------------- sampling
 def sample(node: Node, rng: random.Random, temperature: float = 1.0) -> str:
     """Draw one string. ``temperature`` tempers every labelled or unlabelled

@@ -37,7 +37,7 @@ if __name__ == "__main__":
 
     Run._next_batch = recording
     # an unreachable teacher: rank 0 alone tries it; every rank must raise, none wait for rank 0
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
 
     try:
         Env(steps_worker.config(Path(out_root) / "unreachable", 2, 1, {"teacher.base_url": "http://127.0.0.1:9/v1",

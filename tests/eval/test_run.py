@@ -169,13 +169,11 @@ def test_student_answers_on_the_kv_sampler():
     from gadx.eval.generate import Student, student_answers
     from gadx.eval.suites import EvalPrompt
     from gadx.models.config import ModelConfig
-    from gadx.sampler.decoder import expected_shapes
+    from tiny_models import random_hf_state
 
     cfg = ModelConfig(family="llama", vocab_size=128, hidden_size=32, intermediate_size=64, num_layers=2,
                       num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=256, eos_token_id=0)
-    g = torch.Generator().manual_seed(0)
-    state = {k: (torch.ones(s) if len(s) == 1 else 0.3 * torch.randn(s, generator=g))
-             for k, s in expected_shapes(cfg).items()}
+    state = random_hf_state(cfg, std=0.3)
     engine = sampler_mod.KVCacheSampler(cfg, max_batch=3, max_seq_len=40)
     engine.load_weights(state)
     student = Student(engine, _Tok(), [0])

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from gadx.eval import main
 from gadx.eval.suites import load_suite
@@ -19,7 +18,7 @@ def tiny_ckpt(tmp_path_factory):
     from safetensors.torch import save_file
 
     from gadx.models.config import ModelConfig
-    from gadx.sampler.decoder import expected_shapes
+    from tiny_models import random_hf_state
 
     folder = tmp_path_factory.mktemp("tiny")
     texts = [p.question for name in ("vicuna", "mtbench") for p in load_suite(name).prompts]
@@ -27,9 +26,7 @@ def tiny_ckpt(tmp_path_factory):
     cfg = ModelConfig(family="llama", vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
                       num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=1024,
                       bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
-    g = torch.Generator().manual_seed(0)
-    state = {k: (torch.ones(s) if len(s) == 1 else 0.2 * torch.randn(s, generator=g))
-             for k, s in expected_shapes(cfg).items()}
+    state = random_hf_state(cfg, std=0.2)
     save_file(state, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps(cfg.to_hf_dict()))
     return folder

@@ -4,12 +4,12 @@ import json
 import pytest
 import torch
 
-from models_tiny_hf import save_hf
+from tiny_models import save_parity_hf
 
 
 @pytest.fixture
 def ckpt(tmp_path):
-    save_hf("llama-gqa-tied-v517-1e4", tmp_path)
+    save_parity_hf("llama-gqa-tied-v517-1e4", tmp_path)
     return tmp_path
 
 

@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from models_tiny_hf import save_hf
+from tiny_models import save_parity_hf
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     folder = tmp_path_factory.mktemp("qwen2")
-    save_hf("qwen2-gqa-untied-v517-1e6", folder)
+    save_parity_hf("qwen2-gqa-untied-v517-1e6", folder)
     return folder
 
 

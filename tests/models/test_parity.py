@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from models_tiny_hf import SHAPES, save_hf
+from tiny_models import PARITY, save_parity_hf
 
 RTOL = 1e-4  # relative to the largest |logit|
 
@@ -13,11 +13,11 @@ def rel_err(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("shape", sorted(PARITY))
 def test_logits_match_transformers(shape, tmp_path):
     from gadx.models import from_pretrained
 
-    hf = save_hf(shape, tmp_path)
+    hf = save_parity_hf(shape, tmp_path)
     model = from_pretrained(tmp_path)
     ids_BT = torch.randint(0, model.config.vocab_size, (3, 40))
     with torch.no_grad():
@@ -31,7 +31,7 @@ def test_parity_check_detects_a_wrong_rope_theta(tmp_path):
     # the parity test must be able to fail: same weights, rope_theta off by 10x
     from gadx.models import from_pretrained
 
-    hf = save_hf("qwen2-gqa-untied-v517-1e6", tmp_path)
+    hf = save_parity_hf("qwen2-gqa-untied-v517-1e6", tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["rope_parameters"]["rope_theta"] = 1e5
     (tmp_path / "config.json").write_text(json.dumps(cfg))
@@ -47,7 +47,7 @@ def test_save_round_trip_loads_in_transformers(shape, tmp_path):
     from gadx.models import from_pretrained, hf_state_dict, save_pretrained
 
     src, out = tmp_path / "src", tmp_path / "out"
-    hf = save_hf(shape, src)
+    hf = save_parity_hf(shape, src)
     (src / "tokenizer_config.json").write_text("{}")
     model = from_pretrained(src)
     with torch.no_grad():  # change the weights so the test sees what gadx wrote, not a copy
@@ -70,7 +70,7 @@ def test_save_round_trip_loads_in_transformers(shape, tmp_path):
 def test_sharded_save_and_load(tmp_path):
     from gadx.models import from_pretrained, save_pretrained
 
-    hf = save_hf("llama-mha-untied-v301-1e6", tmp_path / "src")
+    hf = save_parity_hf("llama-mha-untied-v301-1e6", tmp_path / "src")
     model = from_pretrained(tmp_path / "src")
     save_pretrained(model, tmp_path / "out", max_shard_bytes=50_000)
     index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
@@ -83,7 +83,7 @@ def test_sharded_save_and_load(tmp_path):
 def test_hf_state_dict_is_views_at_tp1(tmp_path):
     from gadx.models import from_pretrained, hf_state_dict
 
-    save_hf("qwen2-mha-tied-v300-1e4", tmp_path)
+    save_parity_hf("qwen2-mha-tied-v300-1e4", tmp_path)
     model = from_pretrained(tmp_path)
     sd = hf_state_dict(model)
     layer = model.gpt.decoder.layers[0]

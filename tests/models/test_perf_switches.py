@@ -4,12 +4,11 @@ CPU, the token padding (sequence parallelism, FP8), and the trainer's config key
 import pytest
 import torch
 
-from gadx.models.config import ModelConfig
 from gadx.models.perf import Kernels, PerfConfig, fusion_plan, token_multiple
 from gadx.models.sp import pad_tokens
+from tiny_models import model_config
 
-CFG = ModelConfig(family="qwen2", vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=2,
-                  num_heads=4, num_kv_heads=2, head_dim=8, qkv_bias=True)
+CFG = model_config()
 CPU = Kernels(cuda=False, te=False, apex_wgrad=False)
 GPU = Kernels(cuda=True, te=False, apex_wgrad=False)
 GPU_TE = Kernels(cuda=True, te=True, apex_wgrad=False)

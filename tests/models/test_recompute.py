@@ -3,11 +3,10 @@ proof that the recompute really ran (the checkpointed code runs twice per traini
 import pytest
 import torch
 
-from gadx.models.config import ModelConfig
 from gadx.models.perf import PerfConfig, recompute_kwargs
+from tiny_models import model_config
 
-CFG = ModelConfig(family="qwen2", vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=4,
-                  num_heads=4, num_kv_heads=2, head_dim=8, qkv_bias=True)
+CFG = model_config(num_layers=4)
 
 
 def _grads(perf, calls):

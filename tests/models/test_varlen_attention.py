@@ -93,12 +93,12 @@ def test_kernel_documents_do_not_leak():
 
 @pytest.fixture(scope="module")
 def models():
-    from gadx.models import ModelConfig, build_model
+    from gadx.models import build_model
     from gadx.parallel import init_parallel
+    from tiny_models import model_config
 
     init_parallel()
-    cfg = ModelConfig(family="qwen2", vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=2,
-                      num_heads=4, num_kv_heads=2, head_dim=8, qkv_bias=True)
+    cfg = model_config()
     return build_model(cfg, seed=1), build_model(cfg, head="score", seed=2)
 
 

@@ -34,15 +34,13 @@ def tiny():
 
 def _tiny(tp=1, pp=1, **extra):
     """A tiny GAD config (and its student shapes) for the dry run."""
-    from gadx.models import ModelConfig
     from gadx.train.config import load_config
+    from tiny_models import student_config
 
     sets = {"stages.prompts_per_step": 4, "stages.n_samples": 2, "stages.max_prompt_len": 16,
             "stages.max_response_len": 8, "stages.rollout_prompts_per_call": 2, "parallel.micro_batch_tokens": 128,
             "parallel.tp": tp, "parallel.pp": pp, "data.held_out_size": 4, "run.eval_size": 4, "run.eval_limit": 4,
             **extra}
     cfg, _ = load_config([x for k, v in sets.items() for x in ("--set", f"{k}={v}")])
-    mc = ModelConfig(family="qwen2", vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
-                     num_kv_heads=2, head_dim=16, rope_theta=10000.0, tie_embeddings=True, qkv_bias=True,
-                     max_position_embeddings=64, eos_token_id=2)
+    mc = student_config(num_layers=2, num_kv_heads=2, eos_token_id=2)
     return cfg, mc

@@ -1,7 +1,7 @@
 import pytest
-from tiny_hf import SPECS, build_hf
+from tiny_models import SAMPLER, sampler_hf
 
 
-@pytest.fixture(scope="module", params=sorted(SPECS))
+@pytest.fixture(scope="module", params=sorted(SAMPLER))
 def hf_model(request):
-    return build_hf(request.param)
+    return sampler_hf(request.param)

@@ -8,7 +8,7 @@ import torch
 from gadx.sampler import KVCacheSampler, TPKVCacheSampler, generate_in_chunks, release
 from gadx.train.config import load_config
 from gadx.train.step import Batch, StepContext, _rollout
-from tiny_hf import build_hf, model_config
+from tiny_models import hf_config, sampler_hf
 
 # 7 prompts of different lengths: the chunks of 3 have different left padding than the whole call
 PROMPTS = [[5, 17, 33, 9, 100, 3, 250], [42], [7, 8, 9, 10], [200, 11], [1, 2, 3], [99] * 9, [64, 65]]
@@ -19,11 +19,11 @@ SETTINGS = [dict(temperature=0),
 
 @pytest.fixture(scope="module")
 def model():
-    return build_hf("qwen2")
+    return sampler_hf("qwen2")
 
 
 def sampler(model, max_batch, cls=KVCacheSampler, **kw):
-    s = cls(model_config(model), max_batch=max_batch, max_seq_len=48, **kw)
+    s = cls(hf_config(model), max_batch=max_batch, max_seq_len=48, **kw)
     s.load_weights(model.state_dict())
     return s
 

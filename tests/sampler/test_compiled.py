@@ -9,7 +9,7 @@ import torch
 
 from gadx.sampler import KVCacheSampler, RolloutEngine, generate_in_chunks
 from gadx.sampler.compiled import CompiledKVCacheSampler, _bucket, make_sampler, resolve_compile
-from tiny_hf import build_hf, model_config
+from tiny_models import hf_config, sampler_hf
 
 # Lengths 7, 1, 4, 2: left padding up to 7, so masks of pad slots are exercised.
 PROMPTS = [[5, 17, 33, 9, 100, 3, 250], [42], [7, 8, 9, 10], [200, 11]]
@@ -18,13 +18,13 @@ N = 9  # 7 + 9 = 16 slots: window 16 for every default test
 
 @pytest.fixture(scope="module")
 def hf():
-    return build_hf("qwen2")
+    return sampler_hf("qwen2")
 
 
 @pytest.fixture(scope="module")
 def pair(hf):
     """(eager, compiled) samplers over the same weights, max_batch 4 (the batch bucket for 4 and 3 rows is 4)."""
-    cfg = model_config(hf)
+    cfg = hf_config(hf)
     eager = KVCacheSampler(cfg, max_batch=4, max_seq_len=32)
     comp = CompiledKVCacheSampler(cfg, max_batch=4, max_seq_len=32)
     sd = hf.state_dict()
@@ -63,14 +63,14 @@ def test_greedy_eos_padding_and_no_recompile(pair):
         _same(eager.generate(PROMPTS[1:], max_new_tokens=N, temperature=0, eos_ids=[eos]), got)
         got = comp.generate([p[:3] for p in PROMPTS], max_new_tokens=5, temperature=0, eos_ids=[eos])
         _same(eager.generate([p[:3] for p in PROMPTS], max_new_tokens=5, temperature=0, eos_ids=[eos]), got)
-        other = build_hf("qwen2", seed=1).state_dict()
+        other = sampler_hf("qwen2", seed=1).state_dict()
         comp.load_weights(other)
         eager.load_weights(other)
         try:
             _same(eager.generate(PROMPTS, max_new_tokens=N, temperature=0),
                   comp.generate(PROMPTS, max_new_tokens=N, temperature=0))
         finally:
-            sd = build_hf("qwen2").state_dict()
+            sd = sampler_hf("qwen2").state_dict()
             comp.load_weights(sd)
             eager.load_weights(sd)
     assert comp.compile_s == seen
@@ -94,15 +94,15 @@ def test_buckets_and_modes():
     with pytest.raises(ValueError, match="'maybe'"):
         resolve_compile("maybe", "cpu")
     assert resolve_compile("auto", "cpu") is False and resolve_compile("on", "cpu") is True
-    hf = build_hf("llama")
-    cfg = model_config(hf)
+    hf = sampler_hf("llama")
+    cfg = hf_config(hf)
     assert type(make_sampler(cfg, compile="off", max_batch=2, max_seq_len=8)) is KVCacheSampler
     assert type(make_sampler(cfg, compile="auto", max_batch=2, max_seq_len=8)) is KVCacheSampler
 
 
 def test_auto_falls_back_to_eager_when_compiling_fails(hf, monkeypatch):
     """Under "auto" (CUDA, untested devices) a compile failure must not stop a run: warn, decode eagerly."""
-    cfg = model_config(hf)
+    cfg = hf_config(hf)
     s = CompiledKVCacheSampler(cfg, fallback=True, max_batch=4, max_seq_len=32)
     s.load_weights(hf.state_dict())
 
@@ -130,8 +130,8 @@ def test_sampled_distribution_like_eager(family):
     log-probs equal a full recompute, top-k / top-p restrict the support, seeds reproduce."""
     from test_sampler import recompute_logits
 
-    hf = build_hf(family)
-    s = CompiledKVCacheSampler(model_config(hf), max_batch=8, max_seq_len=64)
+    hf = sampler_hf(family)
+    s = CompiledKVCacheSampler(hf_config(hf), max_batch=8, max_seq_len=64)
     s.load_weights(hf.state_dict())
     for T in (1.0, 0.7):
         out = s.generate(PROMPTS, max_new_tokens=16, temperature=T, seed=3)

@@ -3,13 +3,13 @@ import pytest
 import torch
 
 from gadx.sampler import KVCacheSampler, RolloutEngine
-from tiny_hf import build_hf, model_config
+from tiny_models import hf_config, sampler_hf
 
 PROMPTS = [[5, 17, 33, 9, 100, 3, 250], [42], [7, 8, 9, 10], [200, 11]]
 
 
 def make_sampler(hf_model, **kw):
-    s = KVCacheSampler(model_config(hf_model), max_batch=8, max_seq_len=64, **kw)
+    s = KVCacheSampler(hf_config(hf_model), max_batch=8, max_seq_len=64, **kw)
     s.load_weights(hf_model.state_dict())
     return s
 
@@ -54,7 +54,7 @@ def test_eos_stops_each_row(hf_model):
 
 
 def test_all_finished_stops_early():
-    hf_model = build_hf("qwen2")
+    hf_model = sampler_hf("qwen2")
     sampler = make_sampler(hf_model)
     sampler.check_every = 2
     free = sampler.generate([PROMPTS[0]], max_new_tokens=30, temperature=0).responses[0]
@@ -113,14 +113,14 @@ def test_weights_are_views_and_resync(hf_model):
     w = sampler.decoder.weights
     assert w.layers[0].wq.data_ptr() == sd["model.layers.0.self_attn.q_proj.weight"].data_ptr()
     before = sampler.generate(PROMPTS, max_new_tokens=8, temperature=0).responses
-    new = build_hf(hf_model.config.model_type, seed=1)
+    new = sampler_hf(hf_model.config.model_type, seed=1)
     sampler.load_weights(new.state_dict())
     after = sampler.generate(PROMPTS, max_new_tokens=8, temperature=0).responses
     assert after != before and after[1] == hf_greedy(new, PROMPTS[1], 8)
 
 
 def test_bad_input_raises(hf_model):
-    cfg = model_config(hf_model)
+    cfg = hf_config(hf_model)
     sampler = KVCacheSampler(cfg, max_batch=2, max_seq_len=16)
     with pytest.raises(ValueError, match="no weights"):
         sampler.generate([[1]], max_new_tokens=2)
@@ -153,16 +153,9 @@ def test_llama31_rope_scaling_matches_transformers():
     """Llama 3.1/3.2 checkpoints scale RoPE ("llama3"): the sampler's rotary tables must follow,
     or its rollouts drift from the trained model. A scale that bites at these short lengths
     (original_max_position_embeddings=8, factor 8) makes the check sensitive."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=257, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=3,
-                      num_key_value_heads=3, tie_word_embeddings=True, rope_theta=1e4, max_position_embeddings=256,
-                      initializer_range=0.3, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                      rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 8})
-    hf = LlamaForCausalLM(cfg).eval()
-    assert model_config(hf).rope_scaling is not None
+    hf = sampler_hf("llama", rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 8})
+    assert hf_config(hf).rope_scaling is not None
     out = make_sampler(hf).generate(PROMPTS, max_new_tokens=16, temperature=0, seed=0)
     for prompt, resp in zip(PROMPTS, out.responses):
         assert resp == hf_greedy(hf, prompt, 16)

@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
+if __name__ != "__main__":  # the test process; the workers (this file run as a script) build no model
+    from tiny_models import hf_config, sampler_hf
+
 FAMILIES = {
     "qwen2": dict(vocab_size=301, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, tie_word_embeddings=False, rope_theta=1e6),
@@ -31,14 +34,7 @@ DIST_PROMPT, DIST_B, DIST_T, DIST_SEED = [5, 17, 33], 2000, 0.8, 11
 
 
 def build_hf(family: str, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    config_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}[family]
-    torch.manual_seed(seed)
-    # initializer_range 0.3 (as tests/sampler/tiny_hf.py): greedy does not collapse to one repeated token
-    config = config_cls(**FAMILIES[family], max_position_embeddings=256, initializer_range=0.3, bos_token_id=1,
-                        eos_token_id=2, pad_token_id=0)
-    return model_cls(config).eval()
+    return sampler_hf(family, seed, **FAMILIES[family])  # the sampler tests' init, 4 heads on the Llama
 
 
 def _launch():
@@ -132,12 +128,6 @@ def case(request, run):
     return models[request.param], results[request.param]
 
 
-def model_config(hf_model):
-    from gadx.models.config import ModelConfig
-
-    return ModelConfig.from_hf_dict(hf_model.config.to_dict())
-
-
 def full_logits(hf_model, prompt, response):
     with torch.no_grad():
         logits = hf_model(torch.tensor([prompt + response])).logits[0].float()
@@ -148,7 +138,7 @@ def test_greedy_matches_single_device_and_transformers(case):
     from gadx.sampler import KVCacheSampler
 
     hf_model, (r0, r1) = case
-    single = KVCacheSampler(model_config(hf_model), max_batch=8, max_seq_len=64)
+    single = KVCacheSampler(hf_config(hf_model), max_batch=8, max_seq_len=64)
     single.load_weights(hf_model.state_dict())
     want = single.generate(PROMPTS, max_new_tokens=GREEDY_N, temperature=0).responses
     assert r0["greedy"] == r1["greedy"] == want
@@ -217,7 +207,7 @@ def test_memory_is_split(case):
     from gadx.sampler import shard_hf_state
 
     hf_model, results = case
-    cfg, sd = model_config(hf_model), hf_model.state_dict()
+    cfg, sd = hf_config(hf_model), hf_model.state_dict()
     cache = cfg.num_layers * 2 * 8 * cfg.num_kv_heads * 64 * cfg.head_dim * 4  # max_batch 8, max_seq_len 64, fp32
     for rank, res in enumerate(results):
         shard = shard_hf_state(sd, cfg, rank, 2)
@@ -229,7 +219,7 @@ def test_tp1_equals_single_device_sampler():
     from gadx.sampler import KVCacheSampler, TPKVCacheSampler
 
     hf_model = build_hf("qwen2")
-    cfg, sd = model_config(hf_model), hf_model.state_dict()
+    cfg, sd = hf_config(hf_model), hf_model.state_dict()
     a, b = KVCacheSampler(cfg, max_batch=8, max_seq_len=64), TPKVCacheSampler(cfg, tp_group=None, max_batch=8, max_seq_len=64)
     a.load_weights(sd)
     b.load_weights(sd)
@@ -243,7 +233,7 @@ def test_shard_layout_and_bad_input():
     from gadx.sampler import shard_hf_state
 
     hf_model = build_hf("qwen2")
-    cfg, sd = model_config(hf_model), hf_model.state_dict()
+    cfg, sd = hf_config(hf_model), hf_model.state_dict()
     s1 = shard_hf_state(sd, cfg, 1, 2)
     wq = sd["model.layers.0.self_attn.q_proj.weight"]
     assert torch.equal(s1["model.layers.0.self_attn.q_proj.weight"], wq[wq.shape[0] // 2:])  # heads 2, 3

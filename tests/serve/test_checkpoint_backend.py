@@ -6,9 +6,9 @@ import pytest
 transformers = pytest.importorskip("transformers")
 openai = pytest.importorskip("openai")
 
-import torch  # noqa: E402
 
 from gadx.serve import CheckpointBackend, ServeConfig, start_in_thread  # noqa: E402
+from tiny_models import hf_model  # noqa: E402
 
 TEXTS = [f"the {a} {b} sat on the {c} mat number {n}." for n, (a, b, c) in enumerate(
     (a, b, c) for a in ("red", "green", "blue", "black") for b in ("cat", "dog", "fox") for c in ("big", "small"))
@@ -21,12 +21,10 @@ def ckpt(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny_teacher")
     tok = train_sentencepiece(TEXTS, folder, 296)
-    torch.manual_seed(0)
-    cfg = transformers.Qwen2Config(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                                   initializer_range=0.3, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
-                                   pad_token_id=tok.pad_id, tie_word_embeddings=False)
-    transformers.Qwen2ForCausalLM(cfg).save_pretrained(folder)
+    hf_model("qwen2", vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.3,
+             bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
+             tie_word_embeddings=False).save_pretrained(folder)
     return folder
 
 

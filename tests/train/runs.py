@@ -14,7 +14,7 @@ def rows(path):
 
 
 def train(tmp_path, tiny_args, *extra, plan="gad", recorder=None):
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
     from gadx.train.trainer import Run
 
     cfg, _ = load_config(tiny_args(tmp_path, f"run.plan={plan}", *extra))

@@ -5,7 +5,7 @@ from gadx.train.config import load_config
 
 
 def test_unreachable_teacher_is_one_line_error(tmp_path, tiny_args):
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
 
     cfg, _ = load_config(tiny_args(tmp_path, "teacher.base_url=http://127.0.0.1:9/v1"))
     with pytest.raises(ValueError, match="teacher at http://127.0.0.1:9/v1 is unreachable") as e:
@@ -24,7 +24,7 @@ def test_cli_reports_config_errors_in_one_line(capsys):
 def test_fp8_without_transformer_engine_is_one_line_error(tmp_path, tiny_args):
     """The trainer passes model.use_te / model.fp8 to the model builder: never a silent bf16 run."""
     from gadx.models.spec import te_available
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
 
     if te_available():
         pytest.skip("transformer_engine is installed here")
@@ -44,7 +44,7 @@ def test_bfloat16_run_trains_with_finite_losses(tmp_path, tiny_args):
     import json
 
     from gadx.train.run import train_all
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
 
     cfg, _ = load_config(tiny_args(tmp_path, "model.dtype=bfloat16", "run.plan=gad"))
     env = Env(cfg)

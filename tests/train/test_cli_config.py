@@ -72,16 +72,10 @@ def test_default_checkpoint_interval_bounds_lost_work():
 
 
 def _corrupt_student(tmp_path, world_tok):
-    from gadx.models import ModelConfig, build_model, save_pretrained
     from gadx.tokenizer import load_tokenizer
+    from tiny_models import save_student
 
-    tok = load_tokenizer(world_tok)
-    mc = ModelConfig(family="qwen2", vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_layers=1,
-                     num_heads=2, num_kv_heads=1, head_dim=16, rope_theta=10000.0, tie_embeddings=True, qkv_bias=True,
-                     max_position_embeddings=64, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
-    folder = tmp_path / "student"
-    save_pretrained(build_model(mc, seed=1), folder)
-    tok.save(folder)
+    folder = save_student(tmp_path / "student", load_tokenizer(world_tok), seed=1)
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated mid-header
     return folder, weights

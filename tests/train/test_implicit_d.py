@@ -63,7 +63,7 @@ def test_implicit_d_starts_at_zero_and_learns_to_rank_the_teacher_reply_first():
 @pytest.mark.slow  # a tiny training run: ~1 min on 2 busy cores
 def test_step_hook_replaces_the_discriminator_reward(tmp_path, tiny_args):
     from gadx.train.config import load_config
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
     from gadx.train.trainer import Run
     from runs import rows
 

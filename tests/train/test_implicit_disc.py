@@ -163,7 +163,7 @@ def test_one_bt_step_widens_the_margin_and_moves_only_d(models):
 @pytest.mark.slow  # a tiny pipeline (warmup, gate, GAD): ~1 min on 2 busy cores
 def test_gad_runs_end_to_end_with_the_implicit_d(tmp_path, tiny_args):
     from gadx.train.config import load_config
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
     from gadx.train.trainer import Run
     from runs import rows
 

@@ -31,7 +31,7 @@ STEPS_SFT, STEPS_GAD, K = 40, 12, 4
 def _run(tmp_path, tiny_args, monkeypatch, flip: bool):
     import gadx.train.step as step_mod
     import gadx.world
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
     from gadx.train.trainer import Run
 
     monkeypatch.setattr(gadx.world, "World", functools.partial(gadx.world.World, **WORLD))

@@ -41,7 +41,7 @@ GAD = ["stages.n_samples=8", "stages.gad.lr=7e-3", "stages.gad.d_lr=3e-3"]
 def _warmed_up(root, tiny_args):
     """Student and discriminator after the warmup, as HF folders."""
     from gadx.models import save_pretrained
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
     from gadx.train.trainer import Run
 
     cfg, _ = load_config(tiny_args(root / "warmup", f"run.seed={SEED}", *LEN, *WARMUP))

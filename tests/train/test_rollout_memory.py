@@ -9,7 +9,7 @@ CEILING = ("stages.gad.gate=ceiling", "stages.gad.gate_samples=3", "stages.gad.g
 def _train(tmp_path, tiny_args, *extra):
     from runs import rows
 
-    from gadx.train.setup import Env
+    from gadx.train.env import Env
     from gadx.train.trainer import Run
 
     cfg, _ = load_config(tiny_args(tmp_path, "run.plan=gad", *extra))
@@ -22,12 +22,12 @@ def _train(tmp_path, tiny_args, *extra):
 
 
 def test_heldout_check_in_chunks_equals_one_call(tmp_path, tiny_args, monkeypatch):
-    import gadx.train.setup as setup
+    import gadx.train.env as env_module
 
     engine, chunked = _train(tmp_path / "a", tiny_args, *CEILING)
     assert engine.max_batch == 2 * 2  # rollout_prompts_per_call x n_samples, not 8 held-out prompts x 3
     assert engine.decoder.cache is None and engine.decoder.weights is None  # released after the last phase
-    monkeypatch.setattr(setup, "rollout_batch", lambda stages, dp: 8 * 3)  # the old sizing: one call
+    monkeypatch.setattr(env_module, "rollout_batch", lambda stages, dp: 8 * 3)  # the old sizing: one call
     engine, whole = _train(tmp_path / "b", tiny_args, *CEILING)
     assert engine.max_batch == 24
     held = [r for r in chunked if "d_acc/heldout" in r]
