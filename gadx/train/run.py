@@ -135,7 +135,9 @@ def _arms(scfg: TrainConfig, env, summaries: list, seed: int) -> dict:
     w = Run(wcfg, env, name="gad", out_dir=out / "warmup")
     summary = w.train()
     summaries.append({"seed": seed, "run": "warmup", **summary, "step_s": None})
-    start = {"G": _host(w.G.model), "D": _host(w.D.model)}
+    # the warmup-end student and the D the gate passed: every arm's start (a D whose state lives outside
+    # D.model, e.g. a reference of its own, must add it here)
+    start = {"G": _host(w.G.model), **({"D": _host(w.D.model)} if w.D is not None else {})}
     models = {}
     for arm in run_arms(scfg):
         if arm in ("gad", "frozen") and w.gad_skipped:
