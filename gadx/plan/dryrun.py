@@ -453,7 +453,9 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                 log(f"rank {rank}: building the discriminator")
                 disc = build("score", cfg.run.seed + 1)
                 mem.mark("weights: discriminator")
-                D = TrackedPlayer(disc, lr=st.gad.d_lr, weight_decay=st.weight_decay, clip_grad=st.grad_clip)
+                from gadx.train.config import d_lrs  # -1 = by discriminator.kind (the plan sizes a score-head D)
+
+                D = TrackedPlayer(disc, lr=d_lrs(cfg)[1], weight_decay=st.weight_decay, clip_grad=st.grad_clip)
                 grads_D = _grad_bytes(D, dims.device)
                 mem.mark("optimizer: discriminator")
                 log(f"rank {rank}: building the reference")

@@ -2,11 +2,11 @@
 
     m = seqkd_step(ctx, batch, step)   # CE on teacher replies
     m = warmup_step(ctx, batch, step)  # D Bradley-Terry on (teacher, N fresh samples); G CE unless D-only
+    m = gad_step(ctx, batch, step)     # the GAD step below, in the paper's order
 
 The discriminator is either kind (config ``discriminator.kind``): a score head, or the implicit-reward
 D = beta * (log P_theta - log S_t) whose reference S_t is the current student: its log-likelihoods of
 the step's pairs ride on the packed micro-batches (``with_ref``).
-    m = gad_step(ctx, batch, step)     # the GAD step below, in the paper's order
 
 Every function returns a dict of metrics whose values may be 0-d tensors (the
 logger converts them once per logged step), identical on every rank: the models'

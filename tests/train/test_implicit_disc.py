@@ -185,3 +185,19 @@ def test_gad_runs_end_to_end_with_the_implicit_d(tmp_path, tiny_args):
     assert len(gad) == cfg.stages.gad.steps
     for r in gad:
         assert all(torch.isfinite(torch.tensor(float(r[k]))) for k in ("loss/d", "loss/g_pg", "reward/mean", "grad_norm/d"))
+
+
+def test_d_lr_defaults_by_kind_and_config_errors():
+    from gadx.train.config import d_lrs, load_config
+
+    def cfg(*sets):
+        argv = [x for s in sets for x in ("--set", s)]
+        return load_config(argv)[0]
+
+    assert d_lrs(cfg()) == (1e-3, 1e-3)  # the score head: today's lrs
+    assert d_lrs(cfg("discriminator.kind=implicit")) == (3e-4, 3e-4)
+    assert d_lrs(cfg("discriminator.kind=implicit", "stages.gad.d_lr=1e-5")) == (3e-4, 1e-5)
+    for bad, msg in (("discriminator.kind=lm", "discriminator.kind"), ("discriminator.beta=0", "discriminator.beta"),
+                     ("stages.warmup.d_lr=-0.5", "stages.warmup.d_lr")):
+        with pytest.raises(ValueError, match=msg):
+            cfg(bad)
