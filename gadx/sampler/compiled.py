@@ -95,15 +95,46 @@ def make_sampler(cfg: ModelConfig, *, compile: str = "auto", **kw) -> KVCacheSam
 
 
 class StaticDecoder(Decoder):
-    """``Decoder`` with a zero-filled cache and a decode step of fixed shapes (a window of ``L`` slots)."""
+    """``Decoder`` with one K and one V cache tensor per layer, each exactly ``[Bb, Hkv, L, D]`` for the
+    current call's shape (batch bucket ``Bb``, window ``L``), and a decode step of fixed shapes.
 
-    def ensure_cache(self) -> torch.Tensor:
-        # zeros, not empty: the static step multiplies masked slots by 0 probability, and 0 * NaN garbage is NaN
-        if self.cache is None:
-            cfg = self.cfg
-            self.cache = torch.zeros(cfg.num_layers, 2, self.max_batch, cfg.num_kv_heads, self.max_seq_len,
-                                     cfg.head_dim, device=self.device, dtype=self.dtype)
-        return self.cache
+    Why per layer and exactly sized: the compiled step writes the new token's K/V into the cache in place
+    (``index_put_`` at the slot tensor), which inductor performs in place only on a whole graph input. A
+    write through a view of one big ``[L, 2, B, Hkv, S, D]`` tensor (the eager layout) is functionalized into
+    a scatter of the view back into the base, i.e. a copy of the whole cache per layer per token; measured,
+    that made the compiled step ~20x slower than eager on CPU (docs/performance.md)."""
+
+    k_cache: list[torch.Tensor] | None = None
+    v_cache: list[torch.Tensor] | None = None
+
+    def ensure_cache(self) -> None:
+        # allocated per call shape by use_shape(); nothing ahead of the first call
+        return None
+
+    def use_shape(self, Bb: int, L: int) -> None:
+        """Hold caches of ``[Bb, Hkv, L, D]`` per layer, reusing the current ones when the shape matches.
+
+        Zeros, not empty: masked slots get 0 probability, and 0 * NaN garbage would be NaN. On reuse the
+        stale entries are finite (they were written by an earlier call): masked slots still contribute 0,
+        and every slot a row attends to is rewritten by this call's prefill or decode steps first."""
+        cfg = self.cfg
+        shape = (Bb, cfg.num_kv_heads, L, cfg.head_dim)
+        if self.k_cache is not None and tuple(self.k_cache[0].shape) == shape:
+            return
+        self.k_cache, self.v_cache = [], []  # drop the old shape's caches before allocating the new ones
+        for _ in range(cfg.num_layers):
+            self.k_cache.append(torch.zeros(shape, device=self.device, dtype=self.dtype))
+            self.v_cache.append(torch.zeros(shape, device=self.device, dtype=self.dtype))
+
+    def release(self) -> None:
+        super().release()
+        self.k_cache = self.v_cache = None
+
+    def _store_prompt(self, i: int, k_BHPD: torch.Tensor, v_BHPD: torch.Tensor) -> None:
+        assert self.k_cache is not None, "use_shape(Bb, L) before prefill"
+        B, _, P, _ = k_BHPD.shape
+        self.k_cache[i][:B, :, :P] = k_BHPD
+        self.v_cache[i][:B, :, :P] = v_BHPD
 
     def decode_static(self, tok_B: torch.Tensor, pos_B: torch.Tensor, slot_1: torch.Tensor,
                       bias_BL: torch.Tensor) -> torch.Tensor:
@@ -122,8 +153,8 @@ class StaticDecoder(Decoder):
             q = _rope(F.linear(h, w.wq, w.bq).view(B, Hkv, G, D), cos[:, None], sin[:, None])
             k = _rope(F.linear(h, w.wk, w.bk).view(B, Hkv, D), cos, sin)
             v = F.linear(h, w.wv, w.bv).view(B, Hkv, D)
-            kc, vc = self.cache[i, 0, :B, :, :L], self.cache[i, 1, :B, :, :L]
-            kc[:, :, slot_1] = k[:, :, None]
+            kc, vc = self.k_cache[i], self.v_cache[i]  # [B, Hkv, L, D], whole graph inputs
+            kc[:, :, slot_1] = k[:, :, None]  # index_put_: reinplaced by inductor, no copy of the cache
             vc[:, :, slot_1] = v[:, :, None]
             scores = torch.matmul(q, kc.transpose(-1, -2)) * self.scale + bias
             o = torch.matmul(scores.softmax(-1), vc)  # [B, Hkv, G, D]
@@ -214,6 +245,7 @@ class CompiledKVCacheSampler(KVCacheSampler):
         tokens_BN = torch.zeros(B, N, dtype=torch.long, device=dev)
         logp_BN = torch.zeros(B, N, dtype=torch.float32, device=dev)
         done_B = torch.zeros(B, dtype=torch.bool, device=dev)
+        self.decoder.use_shape(Bb, L)
         logits = self.decoder.prefill(ids_BP, pad_B)
         logits = torch.cat([logits, logits.new_zeros(Bb - B, logits.shape[1])])
         u_pad = torch.full((Bb - B, 1), 0.5, device=dev)
