@@ -160,6 +160,10 @@ class Decoder:
     def _mlp(self, w: LayerWeights, h: torch.Tensor) -> torch.Tensor:
         return self._sum(F.linear(F.silu(F.linear(h, w.w_gate)) * F.linear(h, w.w_up), w.w_down))
 
+    def _layer_cache(self, i: int, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``i``'s K and V caches of rows ``[0, B)``, ``[B, Hkv, S, D]`` each (views)."""
+        return self.cache[i, 0, :B], self.cache[i, 1, :B]
+
     def _store_prompt(self, i: int, k_BHPD: torch.Tensor, v_BHPD: torch.Tensor) -> None:
         """Write layer ``i``'s prompt keys/values into cache slots ``[0, P)`` of rows ``[0, B)``."""
         B, _, P, _ = k_BHPD.shape
@@ -218,7 +222,7 @@ class Decoder:
             q = _rope(F.linear(h, w.wq, w.bq).view(B, Hkv, G, D), cos[:, None], sin[:, None])
             k = _rope(F.linear(h, w.wk, w.bk).view(B, Hkv, D), cos, sin)
             v = F.linear(h, w.wv, w.bv).view(B, Hkv, D)
-            kc, vc = self.cache[i, 0, :B], self.cache[i, 1, :B]
+            kc, vc = self._layer_cache(i, B)
             kc[:, :, slot] = k
             vc[:, :, slot] = v
             scores = torch.matmul(q, kc[:, :, :n].transpose(-1, -2)).mul_(self.scale).add_(bias)

@@ -96,6 +96,8 @@ def test_buckets_and_modes():
     with pytest.raises(ValueError, match="'maybe'"):
         resolve_compile("maybe", "cpu")
     assert resolve_compile("auto", "cpu") is False and resolve_compile("on", "cpu") is True
+    # the measured rule (docs/performance.md): CUDA compiles (CUDA graphs), CPU decodes eagerly
+    assert resolve_compile("auto", "cuda") is True
     hf = build_hf("llama")
     cfg = model_config(hf)
     assert type(make_sampler(cfg, compile="off", max_batch=2, max_seq_len=8)) is KVCacheSampler
