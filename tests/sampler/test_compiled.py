@@ -201,6 +201,7 @@ def test_per_layer_caches_hold_the_eager_cache(pair):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a cold C++ compile (fx_graph_cache off): minutes on a loaded 2-core host
 def test_compiled_step_writes_the_cache_in_place():
     """The point of the per-layer layout: inductor turns each cache write into an in-place ``index_put`` on
     the layer's cache (a graph input), not a scatter of a view back into a big cache (a copy of the whole
