@@ -163,8 +163,9 @@ def run_gadx(folder: Path, profile: Path | None = None) -> dict:
         rows.append({"total_s": total, "d_s": D.seconds, "cpu_s": cpu, "d_cpu_s": D.cpu_seconds,
                      **{f"{k}_s": v for k, v in ctx.times.items()},
                      "g_old_logp_s": G.t["fwd"], "g_old_logp_cpu_s": G.c["fwd"], "ref_logp_s": R.t["fwd"],
-                     "g_update_s": G.t["train"], "g_update_cpu_s": G.c["train"],
-                     "d_score_s": D.t["fwd"], "d_update_s": D.t["train"],
+                     "ref_logp_cpu_s": R.c["fwd"], "g_update_s": G.t["train"], "g_update_cpu_s": G.c["train"],
+                     "d_score_s": D.t["fwd"], "d_score_cpu_s": D.c["fwd"], "d_update_s": D.t["train"],
+                     "d_update_cpu_s": D.c["train"],
                      "loss": float(m["loss/g_pg"]), "len": float(m["len/student"]),
                      "skipped": bool(m["skipped/g"])})
     if prof is not None:
@@ -327,7 +328,10 @@ def test_grpo_step_vs_trl(benchmark, tmp_path):
                        ("update_s", "gadx update phase (D + G)"), ("g_update_s", "gadx G update (fwd+bwd, optimizer)"),
                        ("d_update_s", "gadx D Bradley-Terry update")):
         if key in g[0]:
-            res.row(label, [r[key] for r in g], unit="s")
+            # CPU time where the player wrapper measured it (the phases from ctx.times are wall only)
+            cpu_key = key[:-2] + "_cpu_s"
+            cpu = [r[cpu_key] for r in g] if cpu_key in g[0] else None
+            res.row(label, [r[key] for r in g], unit="s", cpu_times=cpu)
     if "trl" in out:
         trl = out["trl"]
         res.row("trl.GRPOTrainer peak RSS above the loaded model", [trl["peak_rss_mib"] - trl["rss_before_mib"]],

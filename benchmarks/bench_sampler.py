@@ -76,6 +76,14 @@ def hf_generate(model, ids, *, do_sample, n):
                               pad_token_id=0, eos_token_id=None)[:, ids.shape[1]:]
 
 
+def _cpu_with_children() -> float:
+    """User + system CPU seconds of this process and of its finished children (inductor's g++ runs)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _load1() -> float:
     return os.getloadavg()[0]
 
@@ -124,9 +132,12 @@ def run(name: str, *, rounds: int, threads: int, log=print) -> dict:
     engines = {"transformers.generate": peer, "gadx eager": gadx(eager), "gadx compiled": gadx(comp)}
     # warm-up: the compiled sampler's first sampled call compiles (timed, excluded from tok/s); one short
     # call for the others (first-call allocations, lazy imports)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_with_children()
     engines["gadx compiled"]()
     first_call_s = time.perf_counter() - t0
+    # CPU seconds of the compiling call, the C++ compiler's child processes included (on a loaded host its
+    # wall time says little); minus one sampled call's CPU time (below) it is the compile's own CPU cost
+    first_call_cpu_s = _cpu_with_children() - c0
     compile_s = dict(comp.compile_s)
     hf_generate(hf, ids, do_sample=True, n=4)
     eager.generate(prompts, max_new_tokens=4, temperature=TEMPERATURE, seed=0)
@@ -171,7 +182,10 @@ def run(name: str, *, rounds: int, threads: int, log=print) -> dict:
                  "max": sum(compile_s.values()) - compile_greedy_s, "unit": "s",
                  "cpu_time_median": None, "ratio_vs_baseline": None, "goal": None, "goal_met": None,
                  "first_call_s": first_call_s, "greedy_graphs_s": compile_greedy_s, "per_graph_s": compile_s,
-                 "break_even_calls": _break_even(sum(compile_s.values()) - compile_greedy_s, med)})
+                 "break_even_calls": _break_even(sum(compile_s.values()) - compile_greedy_s, med),
+                 "first_call_cpu_s": first_call_cpu_s,
+                 "compile_cpu_s": first_call_cpu_s - med_cpu["gadx compiled"],
+                 "break_even_calls_cpu": _break_even(first_call_cpu_s - med_cpu["gadx compiled"], med_cpu)})
     return {
         "benchmark": f"sampler_{name}" + ("_smoke" if SMOKE else ""), "commit": _commit(),
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "gpu": None},
@@ -225,13 +239,15 @@ def test_sampler_vs_transformers_generate(benchmark, record):
             out.write_text(json.dumps(doc, indent=2))
 
 
-def profile(name: str, *, threads: int, steps: int = 32, row_limit: int = 25) -> str:
-    """torch.profiler tables (self CPU time per op) of ``steps`` sampled decode steps of each engine,
-    after a warm-up call (so the compiled sampler's table holds no compilation)."""
+def profile(name: str, *, threads: int, steps: int | None = None, row_limit: int = 25) -> str:
+    """torch.profiler tables (self CPU time per op) of ``steps`` sampled decode steps of each engine (default:
+    the benchmark's new tokens, so the compiled graphs have the benchmark's window and come from inductor's
+    on-disk cache when the benchmark ran before), after a warm-up call (no compilation in the tables)."""
     from torch.profiler import ProfilerActivity, profile as prof
 
     torch.set_num_threads(threads)
     hf, B, P, N, _ = build(name)
+    steps = N if steps is None else steps
     cfg = ModelConfig.from_hf_dict(hf.config.to_dict())
     ids = torch.randint(3, cfg.vocab_size, (B, P), generator=torch.Generator().manual_seed(1))
     out = []
@@ -252,14 +268,53 @@ def profile(name: str, *, threads: int, steps: int = 32, row_limit: int = 25) ->
     return "\n".join(out)
 
 
+def gemm_floor(name: str, *, threads: int, rounds: int = 3) -> dict:
+    """CPU seconds of the decode steps' matrix products alone (a ``generate`` of the benchmark's batch x new
+    tokens at its largest window, without anything else): the floor no decode step of this model goes under
+    on this machine, whatever it fuses. Median of ``rounds``."""
+    torch.set_num_threads(threads)
+    hf, B, P, N, _ = build(name)
+    cfg = ModelConfig.from_hf_dict(hf.config.to_dict())
+    H, I, V, D = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.head_dim
+    Hq, Hkv, L = cfg.num_heads, cfg.num_kv_heads, P + N
+    G = Hq // Hkv
+    g = torch.Generator().manual_seed(0)
+    r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    x_BH, o_BQ, m_BI = r(B, H), r(B, Hq * D), r(B, I)
+    wq, wkv, wo, wgu, wd, lm = r(Hq * D, H), r(Hkv * D, H), r(H, Hq * D), r(I, H), r(H, I), r(V, H)
+    q, kc, p = r(B * Hkv, G, D), r(B * Hkv, L, D), r(B * Hkv, G, L)
+
+    def step():
+        for _ in range(cfg.num_layers):
+            x_BH @ wq.T, x_BH @ wkv.T, x_BH @ wkv.T  # q, k, v
+            torch.bmm(q, kc.transpose(1, 2)), torch.bmm(p, kc)  # scores, weighted values
+            o_BQ @ wo.T, x_BH @ wgu.T, x_BH @ wgu.T, m_BI @ wd.T  # o_proj, gate, up, down
+        x_BH @ lm.T  # the LM head
+
+    for _ in range(4):
+        step()
+    cpu = []
+    for _ in range(rounds):
+        c0 = time.process_time()
+        for _ in range(N):
+            step()
+        cpu.append(time.process_time() - c0)
+    return {"model": name, "batch": B, "new_tokens": N, "window": L, "threads": threads,
+            "gemm_cpu_s_median": statistics.median(cpu), "gemm_cpu_s": cpu, "load_avg_1m": _load1()}
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", choices=sorted(MODELS), default="tiny")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--results", help="write the JSON document here")
-    ap.add_argument("--profile", help="instead: write torch.profiler tables of 32 decode steps per engine here")
+    ap.add_argument("--profile", help="instead: write torch.profiler tables of the decode steps of each engine here")
+    ap.add_argument("--floor", action="store_true", help="instead: CPU time of the decode steps' matmuls alone")
     a = ap.parse_args()
+    if a.floor:
+        print(json.dumps(gemm_floor(a.model, threads=a.threads)))
+        sys.exit(0)
     if a.profile:
         Path(a.profile).write_text(profile(a.model, threads=a.threads))
         sys.exit(0)

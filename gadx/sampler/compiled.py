@@ -22,12 +22,16 @@ A new (batch bucket, window, temperature/top-k/top-p) compiles once more (``comp
 draws stay eager (``row_uniforms``, the same numbers as the eager sampler's, chunked or not) and enter
 the graph as a tensor.
 
-Measured (benchmarks/results/sampler_tiny.json, _profile.txt; 2-core Xeon, 1 thread, loaded host): on CPU
-this path is currently ~8x SLOWER than the eager sampler (17.9 vs 2.2 CPU s for 64 x 128 tokens): the
-compiled graph's own C++ kernels take ~300 ms a step. Suspected, not verified: the cache writes go through
-views of the one ``[L, 2, B, Hkv, S, D]`` cache tensor, which functionalization may turn into copies of
-the whole cache per layer per step; the fix to try is one cache tensor per layer and K/V (gpt-fast's
-layout), mutated in place. Hence "auto" keeps CPU eager. The CUDA (CUDA graphs) mode has not been run.
+The cache is one K and one V tensor per layer, each exactly ``[Bb, Hkv, L, D]`` (``StaticDecoder``), so the
+step's cache writes are ``index_put_`` on whole graph inputs, which inductor does in place. (The eager
+decoder's single ``[layers, 2, B, Hkv, S, D]`` tensor, written through views, compiled to a copy of the
+whole cache per layer per token: 0.11x the eager sampler; docs/performance.md.)
+
+Measured on CPU (docs/performance.md; 2-core Xeon, 1 thread, loaded host): 64 x 128 tokens of the tiny
+benchmark model in 2.5 CPU s against 2.8 for the eager sampler and 4.9 for ``transformers.generate``; the
+step is GEMM-bound there (~3/4 of its time in mm/addmm/bmm), so compiling saves ~10%, while each new
+shape costs a C++ compile (cold: 16 CPU s in-process plus the g++ runs; less from inductor's on-disk
+cache). Hence "auto" keeps CPU eager; the CUDA (CUDA graphs) mode has not been run.
 """
 from __future__ import annotations
 
@@ -69,9 +73,10 @@ def resolve_compile(mode: str, device: str | torch.device) -> bool:
     """``rollout_compile`` -> compile or not.
 
     "auto": on CUDA (CUDA graphs remove the per-kernel launch cost that dominates decoding there), eager
-    on CPU: a CPU compile costs minutes of CPU time per shape on a loaded 2-core host and each shape of
-    rollout call (batch bucket x window) compiles once, which short runs and tests never earn back
-    (benchmarks/README.md, bench_sampler.py's break-even row); set "on" for long CPU runs. "on" compiles
+    on CPU: there the decode step is GEMM-bound and compiling saves ~10% of a rollout call, while every
+    shape of call (batch bucket x window x sampling settings) first costs a C++ compile (cold: 16 CPU s
+    in-process plus g++), which short runs and tests never earn back (docs/performance.md, bench_sampler.py's break-even
+    row); set "on" for long CPU runs at a fixed shape. "on" compiles
     on CPU too and raises when inductor cannot run here (no C++ compiler); "off" is the eager sampler."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"rollout compile mode must be one of {COMPILE_MODES}, got {mode!r}")
@@ -95,15 +100,49 @@ def make_sampler(cfg: ModelConfig, *, compile: str = "auto", **kw) -> KVCacheSam
 
 
 class StaticDecoder(Decoder):
-    """``Decoder`` with a zero-filled cache and a decode step of fixed shapes (a window of ``L`` slots)."""
+    """``Decoder`` with one K and one V cache tensor per layer, each exactly ``[Bb, Hkv, L, D]`` for the
+    current call's shape (batch bucket ``Bb``, window ``L``), and a decode step of fixed shapes.
 
-    def ensure_cache(self) -> torch.Tensor:
-        # zeros, not empty: the static step multiplies masked slots by 0 probability, and 0 * NaN garbage is NaN
-        if self.cache is None:
-            cfg = self.cfg
-            self.cache = torch.zeros(cfg.num_layers, 2, self.max_batch, cfg.num_kv_heads, self.max_seq_len,
-                                     cfg.head_dim, device=self.device, dtype=self.dtype)
-        return self.cache
+    Why per layer and exactly sized: the compiled step writes the new token's K/V into the cache in place
+    (``index_put_`` at the slot tensor), which inductor performs in place only on a whole graph input. A
+    write through a view of one big ``[L, 2, B, Hkv, S, D]`` tensor (the eager layout) is functionalized into
+    a scatter of the view back into the base, i.e. a copy of the whole cache per layer per token; measured,
+    that made the compiled step ~20x slower than eager on CPU (docs/performance.md)."""
+
+    k_cache: list[torch.Tensor] | None = None
+    v_cache: list[torch.Tensor] | None = None
+
+    def ensure_cache(self) -> None:
+        # allocated per call shape by use_shape(); nothing ahead of the first call
+        return None
+
+    def use_shape(self, Bb: int, L: int) -> None:
+        """Hold caches of ``[Bb, Hkv, L, D]`` per layer, reusing the current ones when the shape matches.
+
+        Zeros, not empty: masked slots get 0 probability, and 0 * NaN garbage would be NaN. On reuse the
+        stale entries are finite (they were written by an earlier call): masked slots still contribute 0,
+        and every slot a row attends to is rewritten by this call's prefill or decode steps first."""
+        cfg = self.cfg
+        shape = (Bb, cfg.num_kv_heads, L, cfg.head_dim)
+        if self.k_cache is not None and tuple(self.k_cache[0].shape) == shape:
+            return
+        self.k_cache, self.v_cache = [], []  # drop the old shape's caches before allocating the new ones
+        for _ in range(cfg.num_layers):
+            self.k_cache.append(torch.zeros(shape, device=self.device, dtype=self.dtype))
+            self.v_cache.append(torch.zeros(shape, device=self.device, dtype=self.dtype))
+
+    def release(self) -> None:
+        super().release()
+        self.k_cache = self.v_cache = None
+
+    def _layer_cache(self, i: int, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k_cache[i][:B], self.v_cache[i][:B]
+
+    def _store_prompt(self, i: int, k_BHPD: torch.Tensor, v_BHPD: torch.Tensor) -> None:
+        assert self.k_cache is not None, "use_shape(Bb, L) before prefill"
+        B, _, P, _ = k_BHPD.shape
+        self.k_cache[i][:B, :, :P] = k_BHPD
+        self.v_cache[i][:B, :, :P] = v_BHPD
 
     def decode_static(self, tok_B: torch.Tensor, pos_B: torch.Tensor, slot_1: torch.Tensor,
                       bias_BL: torch.Tensor) -> torch.Tensor:
@@ -122,8 +161,8 @@ class StaticDecoder(Decoder):
             q = _rope(F.linear(h, w.wq, w.bq).view(B, Hkv, G, D), cos[:, None], sin[:, None])
             k = _rope(F.linear(h, w.wk, w.bk).view(B, Hkv, D), cos, sin)
             v = F.linear(h, w.wv, w.bv).view(B, Hkv, D)
-            kc, vc = self.cache[i, 0, :B, :, :L], self.cache[i, 1, :B, :, :L]
-            kc[:, :, slot_1] = k[:, :, None]
+            kc, vc = self.k_cache[i], self.v_cache[i]  # [B, Hkv, L, D], whole graph inputs
+            kc[:, :, slot_1] = k[:, :, None]  # index_put_: reinplaced by inductor, no copy of the cache
             vc[:, :, slot_1] = v[:, :, None]
             scores = torch.matmul(q, kc.transpose(-1, -2)) * self.scale + bias
             o = torch.matmul(scores.softmax(-1), vc)  # [B, Hkv, G, D]
@@ -179,6 +218,11 @@ class CompiledKVCacheSampler(KVCacheSampler):
         self.compile_s[name] = time.perf_counter() - t0
         return out
 
+    def _eager_generate(self, prompts, **kw) -> Rollout:
+        """The eager loop over this decoder (per-layer caches of the whole ``[max_batch, max_seq_len]``)."""
+        self.decoder.use_shape(self.max_batch, self.max_seq_len)
+        return super().generate(prompts, **kw)
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, eos_ids: Sequence[int] = (), seed: int | None = None,
@@ -187,7 +231,7 @@ class CompiledKVCacheSampler(KVCacheSampler):
         kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, eos_ids=eos_ids,
                   seed=seed, rows=rows)
         if self.failed:
-            return super().generate(prompts, **kw)
+            return self._eager_generate(prompts, **kw)
         self._check([list(p) for p in prompts], max_new_tokens, temperature, top_p, top_k, list(eos_ids))
         try:
             return self._generate(prompts, **kw)
@@ -198,7 +242,7 @@ class CompiledKVCacheSampler(KVCacheSampler):
 
             warnings.warn(f"compiled rollout sampler failed ({type(e).__name__}: {e}); decoding eagerly from now on")
             self.failed = True
-            return super().generate(prompts, **kw)
+            return self._eager_generate(prompts, **kw)
 
     def _generate(self, prompts, *, max_new_tokens, temperature, top_p, top_k, eos_ids, seed, rows) -> Rollout:
         prompts, eos_E, gen, ids_BP, plen_B, pad_B = self._start(prompts, max_new_tokens, temperature, top_p, top_k,
@@ -214,6 +258,7 @@ class CompiledKVCacheSampler(KVCacheSampler):
         tokens_BN = torch.zeros(B, N, dtype=torch.long, device=dev)
         logp_BN = torch.zeros(B, N, dtype=torch.float32, device=dev)
         done_B = torch.zeros(B, dtype=torch.bool, device=dev)
+        self.decoder.use_shape(Bb, L)
         logits = self.decoder.prefill(ids_BP, pad_B)
         logits = torch.cat([logits, logits.new_zeros(Bb - B, logits.shape[1])])
         u_pad = torch.full((Bb - B, 1), 0.5, device=dev)

@@ -160,6 +160,16 @@ class Decoder:
     def _mlp(self, w: LayerWeights, h: torch.Tensor) -> torch.Tensor:
         return self._sum(F.linear(F.silu(F.linear(h, w.w_gate)) * F.linear(h, w.w_up), w.w_down))
 
+    def _layer_cache(self, i: int, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``i``'s K and V caches of rows ``[0, B)``, ``[B, Hkv, S, D]`` each (views)."""
+        return self.cache[i, 0, :B], self.cache[i, 1, :B]
+
+    def _store_prompt(self, i: int, k_BHPD: torch.Tensor, v_BHPD: torch.Tensor) -> None:
+        """Write layer ``i``'s prompt keys/values into cache slots ``[0, P)`` of rows ``[0, B)``."""
+        B, _, P, _ = k_BHPD.shape
+        self.cache[i, 0, :B, :, :P] = k_BHPD
+        self.cache[i, 1, :B, :, :P] = v_BHPD
+
     def prefill(self, ids_BP: torch.Tensor, pad_B: torch.Tensor) -> torch.Tensor:
         """Run left-padded prompts (``pad_B`` leading pads per row), fill cache slots ``[0, P)``.
 
@@ -183,8 +193,7 @@ class Decoder:
             k = F.linear(h, w.wk, w.bk).view(B, P, Hkv, D).transpose(1, 2)
             v = F.linear(h, w.wv, w.bv).view(B, P, Hkv, D).transpose(1, 2)
             q, k = _rope(q, cos, sin), _rope(k, cos, sin)
-            self.cache[i, 0, :B, :, :P] = k
-            self.cache[i, 1, :B, :, :P] = v
+            self._store_prompt(i, k, v)
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_B1PP, scale=self.scale, enable_gqa=True)
             x = x + self._sum(F.linear(o.transpose(1, 2).reshape(B, P, Hq * D), w.wo))
             h = F.rms_norm(x, (cfg.hidden_size,), w.ln_post, cfg.rms_norm_eps)
@@ -213,7 +222,7 @@ class Decoder:
             q = _rope(F.linear(h, w.wq, w.bq).view(B, Hkv, G, D), cos[:, None], sin[:, None])
             k = _rope(F.linear(h, w.wk, w.bk).view(B, Hkv, D), cos, sin)
             v = F.linear(h, w.wv, w.bv).view(B, Hkv, D)
-            kc, vc = self.cache[i, 0, :B], self.cache[i, 1, :B]
+            kc, vc = self._layer_cache(i, B)
             kc[:, :, slot] = k
             vc[:, :, slot] = v
             scores = torch.matmul(q, kc[:, :, :n].transpose(-1, -2)).mul_(self.scale).add_(bias)

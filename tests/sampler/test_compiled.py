@@ -4,6 +4,8 @@ One tiny model and one shape: each new (batch bucket, window, sampling settings)
 (inductor's C++ backend on CPU: ~15 CPU s cold for the two greedy graphs here, ~2 s from inductor's
 on-disk cache), so the default tests share one module-scoped sampler and its greedy graphs; the
 sampled graphs (sort, cumsum, searchsorted: another cold compile) are in the slow tests."""
+import re
+
 import pytest
 import torch
 
@@ -94,6 +96,8 @@ def test_buckets_and_modes():
     with pytest.raises(ValueError, match="'maybe'"):
         resolve_compile("maybe", "cpu")
     assert resolve_compile("auto", "cpu") is False and resolve_compile("on", "cpu") is True
+    # the measured rule (docs/performance.md): CUDA compiles (CUDA graphs), CPU decodes eagerly
+    assert resolve_compile("auto", "cuda") is True
     hf = sampler_hf("llama")
     cfg = hf_config(hf)
     assert type(make_sampler(cfg, compile="off", max_batch=2, max_seq_len=8)) is KVCacheSampler
@@ -164,3 +168,63 @@ def test_config_key_is_validated():
     cfg.parallel.rollout_compile = "sometimes"
     with pytest.raises(ValueError, match="rollout_compile must be auto, on or off, got 'sometimes'"):
         validate(cfg)
+
+
+def test_per_layer_caches_hold_the_eager_cache(pair):
+    """The compiled sampler keeps one K and one V tensor per layer, ``[batch bucket, Hkv, window, D]``,
+    written in place by the compiled step: after the same greedy call they hold the eager decoder's cache
+    (prompt slots from prefill, then one slot per decoded token); the same shape reuses the same tensors,
+    a new shape gets new ones, ``release`` drops them."""
+    eager, comp = pair
+    cfg = comp.cfg
+    eager.generate(PROMPTS, max_new_tokens=N, temperature=0)
+    comp.generate(PROMPTS, max_new_tokens=N, temperature=0)
+    dec, B, P = comp.decoder, len(PROMPTS), max(map(len, PROMPTS))
+    window = _bucket(P + N, comp.max_seq_len, floor=16)
+    assert len(dec.k_cache) == len(dec.v_cache) == cfg.num_layers
+    for t in dec.k_cache + dec.v_cache:
+        assert tuple(t.shape) == (_bucket(B, comp.max_batch), cfg.num_kv_heads, window, cfg.head_dim)
+    written = P + N - 1  # the last token is picked, never decoded
+    for i in range(cfg.num_layers):
+        torch.testing.assert_close(dec.k_cache[i][:B, :, :written], eager.decoder.cache[i, 0, :B, :, :written],
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(dec.v_cache[i][:B, :, :written], eager.decoder.cache[i, 1, :B, :, :written],
+                                   atol=1e-5, rtol=1e-5)
+    ptrs = [t.data_ptr() for t in dec.k_cache + dec.v_cache]
+    comp.generate(PROMPTS[:3], max_new_tokens=N - 2, temperature=0)  # same bucket (4) and window (16)
+    assert [t.data_ptr() for t in dec.k_cache + dec.v_cache] == ptrs
+    dec.use_shape(2, 32)
+    assert tuple(dec.k_cache[0].shape) == (2, cfg.num_kv_heads, 32, cfg.head_dim)
+    assert not any(t.any() for t in dec.k_cache + dec.v_cache)  # a new shape starts zero-filled (no NaN garbage)
+    dec.release()
+    assert dec.k_cache is None and dec.v_cache is None and dec.cache is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a cold C++ compile (fx_graph_cache off): minutes on a loaded 2-core host
+def test_compiled_step_writes_the_cache_in_place():
+    """The point of the per-layer layout: inductor turns each cache write into an in-place ``index_put`` on
+    the layer's cache (a graph input), not a scatter of a view back into a big cache (a copy of the whole
+    cache per layer per token, which made the step ~20x slower than eager on CPU)."""
+    from torch._inductor.utils import run_and_get_code
+
+    from gadx.sampler.compiled import StaticDecoder, _pick_and_decode
+
+    hf = sampler_hf("qwen2")
+    cfg = hf_config(hf)
+    dec = StaticDecoder(cfg, max_batch=4, max_seq_len=32, device=torch.device("cpu"), dtype=torch.float32)
+    from gadx.sampler.decoder import bind_weights
+
+    dec.weights = bind_weights(cfg, hf.state_dict(), device=torch.device("cpu"), dtype=torch.float32)
+    dec.use_shape(4, 16)
+    torch._dynamo.reset()
+    step = torch.compile(_pick_and_decode, dynamic=False)
+    args = (torch.randn(4, cfg.vocab_size), None, torch.tensor([3, 4, 5, 6]), torch.tensor([7]),
+            torch.zeros(4, 16), 0.0, 0, 1.0)
+    with torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False):
+        _, codes = run_and_get_code(step, dec, *args)
+    code = "\n".join(codes)
+    assert "index_put" in code
+    # the old [L, 2, B, Hkv, S, D] layout compiled to kernels named cpp_fused_..._copy__index_index_put_...
+    # that first copy the whole cache into a temporary (greedy: no sampling scatter in this graph)
+    assert not re.search(r"copy_|scatter", code), "a cache write is not in place: the cache is copied every step"
