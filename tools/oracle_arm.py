@@ -70,7 +70,7 @@ def cmd_gad(a) -> None:
 
             idisc = ImplicitD.from_folder(a.start, lr=a.id_lr, temperature=cfg.stages.temperature, epochs=a.id_epochs,
                                           seed=cfg.run.seed, reward=a.id_reward,
-                                          online=not a.id_frozen)
+                                          online=not a.id_frozen, sft_weight=a.id_sft)
             _, _, eng0, tok0 = _load(Path(a.start))
             warm_loss = idisc.warm(World(seed=cfg.data.world_seed), tok0, eng0, a.id_warm_pairs, seed=cfg.run.seed + 11)
             print(f"implicit D: {a.id_warm_pairs} warm-up pairs, loss {warm_loss:.3f} "
@@ -225,6 +225,7 @@ def main(argv=None) -> int:
         p.add_argument("--id-frozen", action="store_true",
                        help="implicit D: no updates during GAD (with --id-warm-pairs 0: P_theta = the start student)")
         p.add_argument("--id-epochs", type=int, default=1, help="implicit D's passes over each step's pairs")
+        p.add_argument("--id-sft", type=float, default=0.0, help="implicit D: + this x NLL/token of the teacher reply")
         p.add_argument("--id-warm-pairs", type=int, default=1024, help="implicit D's D-only pairs before GAD")
         p.add_argument("--n", type=int, default=64)
         p.add_argument("--k", type=int, default=4)

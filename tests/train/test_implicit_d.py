@@ -4,6 +4,7 @@ D(x, y) = beta * [log P_theta(y|x) - log S_0(y|x)]: zero at the start, and a Bra
 on (teacher reply, student sample) pairs must rank the teacher's reply above the sample. The hook
 (StepContext.d_scores) must replace the trainer D's scores in the GAD reward.
 """
+import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -124,3 +125,47 @@ def test_ratio_current_uses_the_current_student_as_reference():
     d.set_current(other)
     want = seq_reply_logprob(mc, sd, prompts, replies, 0.8) - seq_reply_logprob(mc, other, prompts, replies, 0.8)
     assert torch.allclose(d.scores(prompts, replies), want, atol=1e-5)
+
+
+def test_sft_only_warm_is_the_nll_of_the_teacher_reply_and_bt_weight_scales_the_bt_loss():
+    from d_curve import seq_reply_logprob
+    from implicit_d import ImplicitD
+
+    mc, sd = _tiny()
+    prompts, teacher, student = [[1, 2], [2, 3]], [[4, 5, 10], [6, 10]], [[7, 10], [4, 4, 4, 10]]
+    pairs = list(zip(prompts, teacher, student))
+    sft = ImplicitD(mc, sd, lr=1e-9, temperature=0.8, batch=2, bt_weight=0.0, sft_weight=1.0)
+    want = -(seq_reply_logprob(mc, sd, prompts, teacher, 0.8) / torch.tensor([3.0, 2.0])).mean()
+    assert sft.update(pairs) == pytest.approx(float(want), rel=1e-5)
+    both = ImplicitD(mc, sd, lr=1e-9, temperature=0.8, batch=2, bt_weight=2.0)
+    assert both.update(pairs) == pytest.approx(2 * math.log(2), rel=1e-5)  # D = 0 at the start: BT loss log 2
+    with pytest.raises(ValueError, match="not both 0"):
+        ImplicitD(mc, sd, lr=1e-3, temperature=0.8, bt_weight=0.0, sft_weight=0.0)
+
+
+def test_token_reverse_kl_matches_a_float64_reference_and_pulls_the_student_toward_q():
+    from gad_token import reply_mask, token_reverse_kl
+
+    mc, s_sd = _tiny(seed=0)
+    _, q_sd = _tiny(seed=1)
+    P, R = [[1, 2, 3], [2]], [[4, 5], [6, 7, 8]]
+    from d_curve import _pad, hidden
+
+    ids, _ = _pad([p + r for p, r in zip(P, R)], 0)
+    mask = reply_mask(P, R, ids.shape[1])
+    assert mask.sum() == 5 and mask[0, 2] and not mask[0, 4] and mask[1, 0] and mask[1, 2]
+    got = token_reverse_kl(mc, s_sd, q_sd, ids, mask, 0.8)
+    d64 = lambda sd: {k: v.double() for k, v in sd.items()}  # noqa: E731
+    lsr = torch.log_softmax(torch.nn.functional.linear(hidden(mc, d64(s_sd), ids), s_sd["lm_head.weight"].double()) / 0.8, -1)
+    lqr = torch.log_softmax(torch.nn.functional.linear(hidden(mc, d64(q_sd), ids), q_sd["lm_head.weight"].double()) / 0.8, -1)
+    want = float((lsr.exp() * (lsr - lqr)).sum(-1)[mask].mean())
+    assert float(got) == pytest.approx(want, rel=1e-4)
+    # descending it moves S toward Q (a flipped sign would push it away)
+    s = {k: v.clone().requires_grad_(True) for k, v in s_sd.items()}
+    opt = torch.optim.SGD(list(s.values()), lr=0.5)
+    for _ in range(20):
+        loss = token_reverse_kl(mc, s, q_sd, ids, mask, 0.8)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(token_reverse_kl(mc, s, q_sd, ids, mask, 0.8)) < 0.5 * float(got)
