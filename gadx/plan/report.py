@@ -9,12 +9,17 @@ GiB = 1 << 30
 
 ROWS = [  # (label, component keys summed)
     ("weights: student (bf16/fp32 as configured)", ["weights: student"]),
-    ("weights: discriminator", ["weights: discriminator"]),
+    ("weights: discriminator (trunk)", ["weights: discriminator"]),
     ("weights: frozen reference", ["weights: reference"]),
     ("grads: student (DDP fp32 buffer)", ["grads: student"]),
-    ("grads: discriminator (DDP fp32 buffer)", ["grads: discriminator"]),
-    ("optimizer: fp32 main params (G + D, DP-sharded)", ["optimizer: student", "optimizer: discriminator"]),
-    ("optimizer: Adam moments (G + D, DP-sharded)", ["optimizer: Adam moments"]),
+    ("grads: discriminator trunk (DDP fp32 buffer)", ["grads: discriminator"]),
+    ("optimizer: fp32 main params (G + D trunk, DP-sharded)", ["optimizer: student", "optimizer: discriminator"]),
+    ("optimizer: Adam moments (G + D trunk, DP-sharded)", ["optimizer: Adam moments"]),
+    # D's own head, apart: the implicit D's whole LM head [V/TP, H] (0 when tied to the embedding on
+    # one stage) or the score D's [1, H] (dryrun._head_bytes)
+    ("D head: weights", ["weights: discriminator head"]),
+    ("D head: grads (DDP fp32 buffer)", ["grads: discriminator head"]),
+    ("D head: fp32 main params + Adam moments (DP-sharded)", ["optimizer: discriminator head"]),
     ("sampler: KV cache", ["KV cache"]),
     ("sampler: gathered weight copy", ["gathered sampler copy"]),
 ]
