@@ -3,6 +3,7 @@ trainer builds (a whole LM with ImplicitReward), placed on the fake GPU, and wha
 against the score-head D."""
 import dataclasses
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,11 +25,12 @@ def _plan(tiny, kind, fake=True, **extra):
 def _head_bytes(mc, cfg) -> int:
     """What the implicit D's own LM head holds beyond the score D's [1, H] head, from the config:
     [V, H] weights at the model dtype, DDP's fp32 grads, fp32 main params (16-bit weights only) and
-    two fp32 Adam moments (one rank: DP = 1)."""
+    two fp32 Adam moments (one rank: DP = 1). Tied to the embedding (one stage), the LM head is the
+    embedding both kinds hold: nothing extra."""
     V, H = mc.vocab_size, mc.hidden_size
     w = torch.empty((), dtype=getattr(torch, cfg.model.dtype)).element_size()
-    main = 4 if w < 4 else 0
-    return V * H * (w + 4 + main + 8) - (H + 1) * (w + 4 + main + 8)  # minus the score head (weight + bias)
+    per_param = w + 4 + (4 if w < 4 else 0) + 8
+    return (0 if mc.tie_embeddings else V * H * per_param) - (H + 1) * per_param  # minus the score head (weight + bias)
 
 
 def _bt_logits_bytes(mc, cfg) -> int:
@@ -44,6 +46,31 @@ def _bt_logits_bytes(mc, cfg) -> int:
     assert tokens > 0, "the tiny config must fit one D group per micro-batch"
     chunk = inspect.signature(heads.seq_logprob_sums).parameters["chunk"].default
     return min(chunk, tokens) * mc.vocab_size * 4
+
+
+def test_implicit_d_plan_of_the_tiny_recipe_on_fake_gpu(clean_dist):
+    """recipes/tiny.toml with discriminator.kind=implicit: the GAD step runs whole on the fake GPU (no
+    device mismatch, no host read beyond the score D's), with the reference forward as its own phase,
+    and its peak exceeds the score-head plan's by at least D's LM head (tied here: none beyond the
+    shared embedding) plus one [chunk, V] fp32 logits buffer of D's Bradley-Terry step."""
+    from gadx.plan import plan_rank
+    from gadx.plan.cli import model_config
+    from gadx.train.config import load_config
+
+    recipe = str(Path(__file__).resolve().parents[2] / "recipes" / "tiny.toml")
+    plans = {}
+    for kind in ("score", "implicit"):
+        cfg, _ = load_config(["--config", recipe, "--set", f"discriminator.kind={kind}"])
+        mc = model_config(cfg)
+        plans[kind] = plan_rank(cfg, mc, world=1, rank=0)
+    imp, score = plans["implicit"], plans["score"]
+    assert imp.device == "fakecuda:0"
+    _reads_ok(imp)
+    assert imp.host_reads == score.host_reads
+    assert set(imp.phases) == set(score.phases) | {"student_logliks"}
+    bound = _head_bytes(mc, cfg) + _bt_logits_bytes(mc, cfg)
+    assert imp.peak - score.peak >= bound, (imp.peak, score.peak, bound)
+    assert imp.phases["d_update"]["peak"] - score.phases["d_update"]["peak"] >= bound
 
 
 def test_implicit_d_plan_on_fake_gpu_costs_its_lm_head_and_vocab_buffers(clean_dist, tiny):
@@ -124,3 +151,19 @@ def test_implicit_d_tp2_pp2_both_stages_on_fake_gpu(clean_dist, tiny):
     assert plans[0].components["weights: discriminator head"] == 0
     w = torch.empty((), dtype=getattr(torch, cfg.model.dtype)).element_size()
     assert plans[1].components["weights: discriminator head"] == mc.vocab_size // 2 * mc.hidden_size * w
+
+
+def test_disc_kind_is_one_rule_for_trainer_and_plan():
+    """gadx.train.disc_kind: the head and reward of D by kind (the trainer and the plan both call it)."""
+    from gadx.train.config import load_config
+    from gadx.train.disc_kind import disc_kind
+    from gadx.train.player import ImplicitReward
+
+    cfg, _ = load_config(["--set", "discriminator.kind=implicit", "--set", "discriminator.beta=0.5",
+                          "--set", "stages.temperature=0.7"])
+    assert disc_kind(cfg) == ("lm", ImplicitReward(beta=0.5, temperature=0.7))
+    cfg.discriminator.kind = "score"
+    assert disc_kind(cfg) == ("score", None)
+    cfg.discriminator.kind = "implicitt"
+    with pytest.raises(ValueError, match="implicitt"):
+        disc_kind(cfg)
