@@ -4,7 +4,8 @@
     gadx plan --config recipes/tiny.toml --set parallel.tp=2 --set parallel.pp=2 --set model.num_kv_heads=2 --gpus 4
 
 For one representative rank of each pipeline stage (TP rank 0, DP rank 0) it builds the
-student, discriminator, reference, optimizers and rollout sampler at the recipe's sizes and
+student, discriminator (by discriminator.kind, as the trainer does: a score head, or with
+--set discriminator.kind=implicit a whole LM), reference, optimizers and rollout sampler at the recipe's sizes and
 layout on a fake GPU (nothing is allocated), runs one GAD step with the recipe's batch at
 worst-case lengths (every prompt ``max_prompt_len``, every reply ``max_response_len``), and
 prints the per-GPU peak by component against ``--gpu-mem``, then a VERDICT line.

@@ -5,7 +5,8 @@
     r = plan_rank(cfg, model_cfg, world=1, rank=0, fake=False)  # the same on real CPU tensors
 
 What runs is the trainer's own code: ``gadx.models.build_model`` for the student, the
-discriminator and the frozen reference, ``Player`` (megatron DDP + distributed optimizer),
+discriminator (by ``discriminator.kind``: ``gadx.train.disc_kind``, the trainer's rule) and the
+frozen reference, ``Player`` (megatron DDP + distributed optimizer),
 the rollout engine the trainer would build (``KVCacheSampler`` or ``TPKVCacheSampler``) and
 its weight sync, then ``gadx.train.step.gad_step``: rollout, old and reference log-probs,
 D scoring, advantages, D's Bradley-Terry update and the GRPO update through megatron's
@@ -371,7 +372,7 @@ def _engine(cfg, mcfg: ModelConfig, dims, dtype):
 
 
 def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = True, decode_steps: int = 2,
-              max_microbatches: int = 0, log=None) -> RankPlan:
+              max_microbatches: int = 0, log=None, after_step=None) -> RankPlan:
     """Build the trainer's models for ``rank`` of ``world`` and run one GAD step; see the module docstring.
 
     ``max_microbatches`` (0 = all): each pass through megatron's schedule runs its first k
@@ -379,7 +380,11 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
     of their shapes; likewise only the first k sampler calls run the decoder. Every
     micro-batch is still packed and held. At the plan's worst-case lengths all micro-batches
     of a pass are equally full (first-fit-decreasing puts the fullest first), so the peak is
-    the same and a 7B step takes minutes instead of an hour of fake-op dispatch."""
+    the same and a 7B step takes minutes instead of an hour of fake-op dispatch.
+
+    ``after_step(ctx, batch)`` (tests): more of the trainer's verbs on the same players, batch and
+    fake GPU after the GAD step (e.g. warmup's D step), with no phase marks; their host reads join
+    ``host_reads`` and their memory the whole-step peak."""
     from gadx.sampler import local_hf_state_dict
     from gadx.parallel import gather_hf_state_dict
     from gadx.train.player import Player
@@ -497,6 +502,9 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                 with reads:
                     m = gad_step(ctx, batch, 0)
                     mem.end_phase()
+                    if after_step is not None:
+                        ctx.recorder = None
+                        after_step(ctx, batch)
                     metrics = {k: v for k, v in m.items() if not isinstance(v, torch.Tensor)}
             comps = _split(mem.components, grads_G, grads_D, head_D)
             cuda_peak = torch.cuda.max_memory_allocated(dims.device) - base if on_cuda else 0

@@ -135,7 +135,6 @@ def test_implicit_d_estimate_matches_real_cpu_peak(clean_dist, tiny):
         assert est.components[k] == real.components[k], k
 
 
-@pytest.mark.slow
 def test_implicit_d_tp2_pp2_both_stages_on_fake_gpu(clean_dist, tiny):
     """The implicit D at TP=2 x PP=2 (vocab-parallel log-probs on the last stage, the reference riding
     the pipeline on the micro-batches), both stages on the fake GPU; the LM head lives on the last stage."""
@@ -167,3 +166,20 @@ def test_disc_kind_is_one_rule_for_trainer_and_plan():
     cfg.discriminator.kind = "implicitt"
     with pytest.raises(ValueError, match="implicitt"):
         disc_kind(cfg)
+
+
+def test_implicit_d_warmup_step_on_fake_gpu(clean_dist, tiny):
+    """Warmup's D step with the implicit D (its reference: the current student over D's pairs, then the
+    Bradley-Terry update) on the same fake GPU: the other trainer path of the implicit D."""
+    from gadx.plan import plan_rank
+    from gadx.train.step import warmup_step
+
+    cfg, mc = tiny(**{"discriminator.kind": "implicit"})
+    out = {}
+
+    def warmup_d(ctx, batch):
+        out.update(warmup_step(ctx, batch, 1, d_only=True))
+
+    p = plan_rank(cfg, mc, world=1, rank=0, after_step=warmup_d)
+    assert "loss/d" in out and "loss/g_ce" not in out
+    _reads_ok(p)
