@@ -574,9 +574,8 @@ def _head_bytes(disc, D, dims) -> dict[str, int]:
     kinds (``output_layer``: the implicit D's LM head [V/TP, H], absent when tied to the embedding on
     one stage; ``score_head``: the score D's [1, H]). Weights at their dtype; DDP's fp32 gradient
     buffer; the distributed optimizer's fp32 main params and two Adam moments, sharded over DP."""
-    params = [p for n, p in disc.named_parameters() if ".output_layer." in n or ".score_head." in n
-              or n.startswith(("output_layer.", "score_head."))]
-    params = [p for p in params if p.device == dims.device]
+    params = [p for n, p in disc.named_parameters()
+              if {"output_layer", "score_head"} & set(n.split(".")) and p.device == dims.device]
     numel = sum(p.numel() for p in params)
     grad_size = next((b.grad_data.element_size() for c in D.chunks for b in getattr(c, "buffers", [])), 4)
     # fp32 main params exist for 16-bit weights only (fp32 weights are their own main params)
