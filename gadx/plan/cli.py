@@ -4,7 +4,8 @@
     gadx plan --config recipes/tiny.toml --set parallel.tp=2 --set parallel.pp=2 --set model.num_kv_heads=2 --gpus 4
 
 For one representative rank of each pipeline stage (TP rank 0, DP rank 0) it builds the
-student, discriminator, reference, optimizers and rollout sampler at the recipe's sizes and
+student, discriminator (by discriminator.kind, as the trainer does: a score head, or with
+--set discriminator.kind=implicit a whole LM), reference, optimizers and rollout sampler at the recipe's sizes and
 layout on a fake GPU (nothing is allocated), runs one GAD step with the recipe's batch at
 worst-case lengths (every prompt ``max_prompt_len``, every reply ``max_response_len``), and
 prints the per-GPU peak by component against ``--gpu-mem``, then a VERDICT line.
@@ -104,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gadx plan: {mcfg.family} student, {n_params / 1e9:.2f}B params ({mcfg.num_layers} layers, hidden "
           f"{mcfg.hidden_size}, vocab {mcfg.vocab_size}), {cfg.model.dtype}; {a.gpus} GPUs as TP={tp} x PP={pp} x DP={dp}; "
           f"{cfg.stages.prompts_per_step} prompts x {cfg.stages.n_samples} samples per step, "
-          f"{cfg.stages.max_prompt_len}+{cfg.stages.max_response_len} tokens, micro-batch {cfg.parallel.micro_batch_tokens} tokens",
-          flush=True)
+          f"{cfg.stages.max_prompt_len}+{cfg.stages.max_response_len} tokens, micro-batch {cfg.parallel.micro_batch_tokens} tokens; "
+          f"discriminator.kind={cfg.discriminator.kind}", flush=True)
     plans = []
     t0 = time.perf_counter()
     for rank in representative_ranks(tp, pp, a.gpus, a.ranks):
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"planned in {time.perf_counter() - t0:.0f} s on fake tensors (nothing allocated)")
     if a.json:
         Path(a.json).write_text(json.dumps({
-            "gpus": a.gpus, "gpu_mem": gpu_mem, "fits": fits, "params": n_params,
+            "gpus": a.gpus, "gpu_mem": gpu_mem, "fits": fits, "params": n_params, "d_kind": cfg.discriminator.kind,
             "ranks": [{"rank": pl.rank, "pp_rank": pl.pp_rank, "peak": pl.peak, "peak_phase": pl.peak_phase,
                        "components": pl.components, "phases": pl.phases, "host_reads": pl.host_reads,
                        "seconds": pl.seconds} for pl in plans]}, indent=1))

@@ -5,7 +5,8 @@
     r = plan_rank(cfg, model_cfg, world=1, rank=0, fake=False)  # the same on real CPU tensors
 
 What runs is the trainer's own code: ``gadx.models.build_model`` for the student, the
-discriminator and the frozen reference, ``Player`` (megatron DDP + distributed optimizer),
+discriminator (by ``discriminator.kind``: ``gadx.train.disc_kind``, the trainer's rule) and the
+frozen reference, ``Player`` (megatron DDP + distributed optimizer),
 the rollout engine the trainer would build (``KVCacheSampler`` or ``TPKVCacheSampler``) and
 its weight sync, then ``gadx.train.step.gad_step``: rollout, old and reference log-probs,
 D scoring, advantages, D's Bradley-Terry update and the GRPO update through megatron's
@@ -371,7 +372,7 @@ def _engine(cfg, mcfg: ModelConfig, dims, dtype):
 
 
 def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = True, decode_steps: int = 2,
-              max_microbatches: int = 0, log=None) -> RankPlan:
+              max_microbatches: int = 0, log=None, after_step=None) -> RankPlan:
     """Build the trainer's models for ``rank`` of ``world`` and run one GAD step; see the module docstring.
 
     ``max_microbatches`` (0 = all): each pass through megatron's schedule runs its first k
@@ -379,7 +380,11 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
     of their shapes; likewise only the first k sampler calls run the decoder. Every
     micro-batch is still packed and held. At the plan's worst-case lengths all micro-batches
     of a pass are equally full (first-fit-decreasing puts the fullest first), so the peak is
-    the same and a 7B step takes minutes instead of an hour of fake-op dispatch."""
+    the same and a 7B step takes minutes instead of an hour of fake-op dispatch.
+
+    ``after_step(ctx, batch)`` (tests): more of the trainer's verbs on the same players, batch and
+    fake GPU after the GAD step (e.g. warmup's D step), with no phase marks; their host reads join
+    ``host_reads`` and their memory the whole-step peak."""
     from gadx.sampler import local_hf_state_dict
     from gadx.parallel import gather_hf_state_dict
     from gadx.train.player import Player
@@ -450,13 +455,19 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                 G = TrackedPlayer(student, lr=st.gad.lr, weight_decay=st.weight_decay, clip_grad=st.grad_clip)
                 grads_G = _grad_bytes(G, dims.device)
                 mem.mark("optimizer: student")
-                log(f"rank {rank}: building the discriminator")
-                disc = build("score", cfg.run.seed + 1)
-                mem.mark("weights: discriminator")
-                from gadx.train.config import d_lrs  # -1 = by discriminator.kind (the plan sizes a score-head D)
+                # D as the trainer builds it: by discriminator.kind (a score head, or a whole LM with
+                # ImplicitReward), its GAD-stage lr by kind
+                from gadx.train.config import d_lrs
+                from gadx.train.disc_kind import disc_kind
 
-                D = TrackedPlayer(disc, lr=d_lrs(cfg)[1], weight_decay=st.weight_decay, clip_grad=st.grad_clip)
+                d_head, implicit = disc_kind(cfg)
+                log(f"rank {rank}: building the discriminator ({cfg.discriminator.kind}, head {d_head!r})")
+                disc = build(d_head, cfg.run.seed + 1)
+                mem.mark("weights: discriminator")
+                D = TrackedPlayer(disc, lr=d_lrs(cfg)[1], weight_decay=st.weight_decay, clip_grad=st.grad_clip,
+                                  implicit=implicit)
                 grads_D = _grad_bytes(D, dims.device)
+                head_D = _head_bytes(disc, D, dims)
                 mem.mark("optimizer: discriminator")
                 log(f"rank {rank}: building the reference")
                 ref = TrackedPlayer(build("lm", cfg.run.seed), trainable=False)
@@ -478,7 +489,8 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                         roll.load_weights(sd)
                         del sd  # what stays is what the engine holds
 
-                rec = _PhaseRecorder(mem, log, old_logprobs=cfg.stages.gad.policy_epochs > 1)
+                rec = _PhaseRecorder(mem, log, old_logprobs=cfg.stages.gad.policy_epochs > 1,
+                                     student_logliks=implicit is not None)
                 ctx = StepContext(student=G, disc=D, ref=ref, engine=roll, sync_weights=sync, eos_ids=mcfg.eos_ids or [2],
                                   stages=st, budget=par.micro_batch_tokens, dims=dims, sample_seed=0, recorder=rec)
                 batch = Batch(prompts=[[5] * st.max_prompt_len for _ in range(P)],
@@ -490,8 +502,11 @@ def plan_rank(cfg, mcfg: ModelConfig, *, world: int, rank: int, fake: bool = Tru
                 with reads:
                     m = gad_step(ctx, batch, 0)
                     mem.end_phase()
+                    if after_step is not None:
+                        ctx.recorder = None
+                        after_step(ctx, batch)
                     metrics = {k: v for k, v in m.items() if not isinstance(v, torch.Tensor)}
-            comps = _split(mem.components, grads_G, grads_D)
+            comps = _split(mem.components, grads_G, grads_D, head_D)
             cuda_peak = torch.cuda.max_memory_allocated(dims.device) - base if on_cuda else 0
     return RankPlan(rank=rank, tp_rank=dims.tp_rank, pp_rank=dims.pp_rank, dp_rank=dims.dp_rank, device=str(dims.device),
                     peak=mem.peak, components=comps, phases=mem.phases, host_reads=_uniq(reads.reads),
@@ -526,11 +541,13 @@ class _PhaseRecorder(list):
     NEXT = {"sample": "old_logprobs", "old_logprobs": "ref_logprobs", "ref_logprobs": "d_score",
             "d_score": "advantages", "advantages": "d_update", "d_update": "g_update"}
 
-    def __init__(self, mem: PhaseMemory, log, *, old_logprobs: bool):
+    def __init__(self, mem: PhaseMemory, log, *, old_logprobs: bool, student_logliks: bool = False):
         super().__init__()
         self.mem, self.log = mem, log
         if not old_logprobs:  # one policy update per rollout: gad_step skips that forward
             self.NEXT = {**self.NEXT, "sample": "ref_logprobs"}
+        if student_logliks:  # the implicit D's reference: one no-grad student forward over D's pairs
+            self.NEXT = {**self.NEXT, "ref_logprobs": "student_logliks", "student_logliks": "d_score"}
         self.t0 = time.perf_counter()
 
     def append(self, what: str) -> None:
@@ -552,13 +569,38 @@ def _grad_bytes(player, device) -> int:
     return total
 
 
-def _split(c: dict[str, int], grads_G: int, grads_D: int) -> dict[str, int]:
+def _head_bytes(disc, D, dims) -> dict[str, int]:
+    """What D's own head holds on this rank, by component: the parameters that differ between the
+    kinds (``output_layer``: the implicit D's LM head [V/TP, H], absent when tied to the embedding on
+    one stage; ``score_head``: the score D's [1, H]). Weights at their dtype; DDP's fp32 gradient
+    buffer; the distributed optimizer's fp32 main params and two Adam moments, sharded over DP."""
+    params = [p for n, p in disc.named_parameters()
+              if {"output_layer", "score_head"} & set(n.split(".")) and p.device == dims.device]
+    numel = sum(p.numel() for p in params)
+    grad_size = next((b.grad_data.element_size() for c in D.chunks for b in getattr(c, "buffers", [])), 4)
+    # fp32 main params exist for 16-bit weights only (fp32 weights are their own main params)
+    main = sum(p.numel() for p in params if p.dtype != torch.float32) * 4 // dims.dp
+    return {"weights": sum(p.numel() * p.element_size() for p in params), "grads": numel * grad_size,
+            "main": main, "moments": numel * 8 // dims.dp}
+
+
+def _split(c: dict[str, int], grads_G: int, grads_D: int, head_D: dict[str, int] | None = None) -> dict[str, int]:
     """The "optimizer" marks hold DDP's gradient buffers and the optimizer's fp32 main params:
-    report the gradient buffers apart."""
+    report the gradient buffers apart; and D's head (``_head_bytes``) apart from the rest of D, so
+    that what an implicit D's LM head costs is its own row."""
     out = dict(c)
     for who, g in (("student", grads_G), ("discriminator", grads_D)):
         out[f"grads: {who}"] = g
         out[f"optimizer: {who}"] = c.get(f"optimizer: {who}", 0) - g
+    if head_D:
+        out["weights: discriminator head"] = head_D["weights"]
+        out["weights: discriminator"] -= head_D["weights"]
+        out["grads: discriminator head"] = head_D["grads"]
+        out["grads: discriminator"] -= head_D["grads"]
+        # the optimizer's shard of the head: estimated as 1/DP of it (megatron shards each bucket evenly)
+        out["optimizer: discriminator head"] = head_D["main"] + head_D["moments"]
+        out["optimizer: discriminator"] -= head_D["main"]
+        out["optimizer: Adam moments"] -= head_D["moments"]
     return out
 
 

@@ -9,12 +9,17 @@ GiB = 1 << 30
 
 ROWS = [  # (label, component keys summed)
     ("weights: student (bf16/fp32 as configured)", ["weights: student"]),
-    ("weights: discriminator", ["weights: discriminator"]),
+    ("weights: discriminator (trunk)", ["weights: discriminator"]),
     ("weights: frozen reference", ["weights: reference"]),
     ("grads: student (DDP fp32 buffer)", ["grads: student"]),
-    ("grads: discriminator (DDP fp32 buffer)", ["grads: discriminator"]),
-    ("optimizer: fp32 main params (G + D, DP-sharded)", ["optimizer: student", "optimizer: discriminator"]),
-    ("optimizer: Adam moments (G + D, DP-sharded)", ["optimizer: Adam moments"]),
+    ("grads: discriminator trunk (DDP fp32 buffer)", ["grads: discriminator"]),
+    ("optimizer: fp32 main params (G + D trunk, DP-sharded)", ["optimizer: student", "optimizer: discriminator"]),
+    ("optimizer: Adam moments (G + D trunk, DP-sharded)", ["optimizer: Adam moments"]),
+    # D's own head, apart: the implicit D's whole LM head [V/TP, H] (0 when tied to the embedding on
+    # one stage) or the score D's [1, H] (dryrun._head_bytes)
+    ("D head: weights", ["weights: discriminator head"]),
+    ("D head: grads (DDP fp32 buffer)", ["grads: discriminator head"]),
+    ("D head: fp32 main params + Adam moments (DP-sharded)", ["optimizer: discriminator head"]),
     ("sampler: KV cache", ["KV cache"]),
     ("sampler: gathered weight copy", ["gathered sampler copy"]),
 ]
@@ -49,6 +54,25 @@ def rows(r: RankPlan) -> list[tuple[str, int]]:
     return out
 
 
+PHASE_NOTES = {  # phases whose cost is not obvious from their name
+    "student_logliks": "the implicit D's reference: a no-grad student forward over D's pairs",
+    "d_score": "D's forward over its pairs",
+    "d_update": "D's Bradley-Terry step (implicit D: [chunk, V] log-prob buffers)",
+}
+
+
+def phase_rows(r: RankPlan, unit: str, U: int) -> list[str]:
+    """Each phase of one rank's step: its peak, the memory held at the loss entry above the phase's
+    start (activations) and the loss's own peak buffers (the head's chunks)."""
+    w = 18
+    out = [f"{'rank ' + str(r.rank) + ' by phase, ' + unit:<{w}}{'peak':>9}{'activations':>13}{'loss bufs':>11}"]
+    for k, v in r.phases.items():
+        note = PHASE_NOTES.get(k, "")
+        out.append(f"{k:<{w}}{v['peak'] / U:>9.2f}{v['activations'] / U:>13.2f}{v['loss_buffers'] / U:>11.2f}"
+                   + (f"  {note}" if note else ""))
+    return out
+
+
 def table(plans: list[RankPlan], gpu_mem: int, *, title: str = "") -> tuple[str, bool]:
     """(text, fits): the table of every representative rank and one verdict line."""
     heads = [f"rank {p.rank} (pp {p.pp_rank})" for p in plans]
@@ -67,6 +91,8 @@ def table(plans: list[RankPlan], gpu_mem: int, *, title: str = "") -> tuple[str,
     lines.append("")
     lines.append(f"peak by phase, {unit}: " + "; ".join(
         f"rank {p.rank}: " + ", ".join(f"{k} {v['peak'] / U:.2f}" for k, v in p.phases.items()) for p in plans))
+    for p in plans:
+        lines += [""] + phase_rows(p, unit, U)
     worst = max(plans, key=lambda p: p.peak)
     fits = worst.peak <= gpu_mem
     margin = (gpu_mem - worst.peak) / GiB

@@ -21,7 +21,7 @@ from gadx.sampler.chunked import generate_in_chunks, release
 
 from . import checkpoint as ck
 from .data import Cursor
-from .player import ImplicitReward, Player
+from .player import Player
 from .losses import pairwise_acc
 from .metrics import MetricsLogger, NonfiniteGuard, Progress, finish_row, host_values, length_drift
 from .gate import chance_warning, gate_decision
@@ -30,6 +30,7 @@ from .stages import CheckGate, DHealth, Done, NextStage, RunState, StagePlan, St
 from .step import Batch, StepContext, gad_step, seqkd_step, warmup_step, with_ref
 from .stop import STOP, Boundary, Interrupted
 from .config import TrainConfig, d_lrs
+from .disc_kind import disc_kind
 
 
 def warn(msg: str) -> None:
@@ -76,7 +77,7 @@ class Run:
         if self.name == "gad":
             # the implicit D is a whole LM (head "lm"): a copy of the student when it starts, so D = 0 then
             dc = cfg.discriminator
-            head = "lm" if dc.kind == "implicit" else "score"
+            head, implicit = disc_kind(cfg)  # shared with gadx plan
             if self.disc_path is not None:
                 disc = env.load(self.disc_path, head=head)
             else:
@@ -85,7 +86,6 @@ class Run:
                     start_d(student, disc, dc.kind)
             if "D" in self.start:
                 disc.load_state_dict(self.start["D"])
-            implicit = ImplicitReward(beta=dc.beta, temperature=s.temperature) if dc.kind == "implicit" else None
             self.D = Player(disc, lr=d_lrs(cfg)[0], weight_decay=s.weight_decay, clip_grad=s.grad_clip, implicit=implicit)
 
     def _ctx(self) -> StepContext:
