@@ -7,7 +7,9 @@ FOLDER/seed*/ARM.json are `tools/oracle_arm.py eval`-format files (the same prom
 split the baseline is the (baseline arm, temperature) with the highest mean validity: the best learning rate and
 temperature of SeqKD, chosen on the test prompts themselves, which favours the baseline (the arms are read at
 --temp, greedy by default, with no choice). Printed: each arm's validity, per seed and the mean, and the paired
-per-prompt difference arm minus baseline with a bootstrap 95% interval (gadx.train.verdict.paired_bootstrap).
+per-prompt difference arm minus baseline with a bootstrap 95% interval (gadx.train.verdict.paired_bootstrap),
+per seed and pooled (every seed's prompts in one paired sample: it ignores the spread between seeds, so read it
+beside the per-seed signs).
 """
 from __future__ import annotations
 
@@ -30,6 +32,11 @@ def best_baseline(evals: dict[str, dict], names: list[str], split: str) -> tuple
     return name, t
 
 
+def _ci(m: float, lo: float, hi: float) -> str:
+    bold = "**" if lo > 0 or hi < 0 else ""  # the interval excludes 0
+    return f"{bold}{m:+.3f} [{lo:+.3f}, {hi:+.3f}]{bold}"
+
+
 def table(folder: Path, baseline: list[str], arms: list[str], temp: str) -> str:
     seeds = sorted(p for p in folder.glob("seed*") if p.is_dir())
     if not seeds:
@@ -42,8 +49,8 @@ def table(folder: Path, baseline: list[str], arms: list[str], temp: str) -> str:
             base[s, split] = best_baseline(ev, baseline, split)
             n, t = base[s, split]
             lines.append(f"  {s} {split}: {n} at T={t}: {ev[n]['splits'][split][t]['valid']:.3f}")
-    lines += ["", f"| arm (T={temp}) | ID per seed | ID mean | OOD per seed | OOD mean | minus best SeqKD, ID | minus best SeqKD, OOD |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", f"| arm (T={temp}) | ID per seed | ID mean | OOD per seed | OOD mean | minus best SeqKD, ID: per seed; pooled "
+              "| minus best SeqKD, OOD: per seed; pooled |", "|---|---|---|---|---|---|---|"]
     for arm in ["SeqKD best"] + arms:
         cells = []
         for split in SPLITS:
@@ -57,14 +64,18 @@ def table(folder: Path, baseline: list[str], arms: list[str], temp: str) -> str:
             cells += [" / ".join(f"{v:.3f}" for v in vals) or "-", f"{sum(vals) / len(vals):.3f}" if vals else "-"]
         diffs = []
         for split in SPLITS:
-            ds = []
+            ds, pa, pb = [], [], []
             for s, ev in evals.items():
                 if arm == "SeqKD best" or arm not in ev:
                     continue
                 n, t = base[s, split]
                 key = "per_prompt_valid"
-                m, lo, hi = paired_bootstrap(ev[n]["splits"][split][t][key], ev[arm]["splits"][split][temp][key], seed=0)
-                ds.append(("**" if lo > 0 or hi < 0 else "") + f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" + ("**" if lo > 0 or hi < 0 else ""))
+                a_, b_ = ev[n]["splits"][split][t][key], ev[arm]["splits"][split][temp][key]
+                ds.append(_ci(*paired_bootstrap(a_, b_, seed=0)))
+                pa += a_
+                pb += b_
+            if len(ds) > 1:
+                ds[-1] += "; pooled " + _ci(*paired_bootstrap(pa, pb, seed=0))
             diffs.append("; ".join(ds) or "-")
         lines.append(f"| {arm} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {diffs[0]} | {diffs[1]} |")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "teacher.max_tokens": (1, INF, False, False),
     "teacher.temperature": (0, 2, False, False),  # the OpenAI API's range
     "stages.seqkd.steps": (-1, INF, False, False),  # -1: the warmup + GAD budget
+    "stages.seqkd.arm_lr": (-1, INF, False, False),  # -1: where warmup's schedule ends (0 is refused in config.py)
     "stages.warmup.g_only_steps": (-1, INF, False, False),  # -1: automatic
     "stages.warmup.d_every": (1, INF, False, False),
     "stages.warmup.d_lr": (-1, INF, False, False),  # -1: by discriminator.kind

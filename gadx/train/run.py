@@ -102,7 +102,7 @@ def _single(scfg: TrainConfig, env, summaries: list, seed: int):
 def arm_config(cfg: TrainConfig, arm: str) -> TrainConfig:
     """The config of one arm of plan=compare. Every arm: gad.steps student updates on the same
     prompts per step (prompts_per_step, the same data cursor), from the warmup-end student.
-    seqkd: SFT on the teacher replies at the lr warmup's SFT schedule ended with (constant);
+    seqkd: SFT on the teacher replies at constant lr seqkd.arm_lr (-1: where warmup's SFT schedule ended);
     gad / frozen: GRPO on the discriminator's reward (frozen: D not updated);
     oracle: GRPO on the exact teacher log-likelihood per token, D frozen (D is only a diagnostic there)."""
     from .config import sft_lr
@@ -110,7 +110,7 @@ def arm_config(cfg: TrainConfig, arm: str) -> TrainConfig:
     s = cfg.stages
     st = dataclasses.replace(s, sft_prompts_per_step=0)
     if arm == "seqkd":
-        end_lr = sft_lr(s, s.warmup.lr, s.warmup.steps - 1, s.warmup.steps)
+        end_lr = s.seqkd.arm_lr if s.seqkd.arm_lr != -1 else sft_lr(s, s.warmup.lr, s.warmup.steps - 1, s.warmup.steps)
         st = dataclasses.replace(st, sft_lr_schedule="constant",
                                  seqkd=dataclasses.replace(s.seqkd, steps=s.gad.steps, lr=end_lr))
     elif arm == "oracle":

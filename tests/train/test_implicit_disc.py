@@ -175,7 +175,7 @@ def test_gad_runs_end_to_end_with_the_implicit_d(tmp_path, tiny_args):
         summary = run.train()
     finally:
         env.close()
-    assert run.D.implicit is not None and run.D.opt.param_groups[0]["lr"] == pytest.approx(3e-4)
+    assert run.D.implicit is not None and run.D.opt.param_groups[0]["lr"] == pytest.approx(5e-5)
     assert not summary["gad_skipped"]
     got = rows(tmp_path / "gad" / "metrics.jsonl")
     d_rows = [r for r in got if "loss/d" in r]
@@ -195,9 +195,22 @@ def test_d_lr_defaults_by_kind_and_config_errors():
         return load_config(argv)[0]
 
     assert d_lrs(cfg()) == (1e-3, 1e-3)  # the score head: today's lrs
-    assert d_lrs(cfg("discriminator.kind=implicit")) == (3e-4, 3e-4)
-    assert d_lrs(cfg("discriminator.kind=implicit", "stages.gad.d_lr=1e-5")) == (3e-4, 1e-5)
+    assert d_lrs(cfg("discriminator.kind=implicit")) == (5e-5, 5e-5)
+    assert d_lrs(cfg("discriminator.kind=implicit", "stages.gad.d_lr=1e-5")) == (5e-5, 1e-5)
     for bad, msg in (("discriminator.kind=lm", "discriminator.kind"), ("discriminator.beta=0", "discriminator.beta"),
                      ("stages.warmup.d_lr=-0.5", "stages.warmup.d_lr")):
         with pytest.raises(ValueError, match=msg):
             cfg(bad)
+
+
+def test_seqkd_arm_lr_default_and_fallback_to_warmups_end():
+    from gadx.train.config import load_config, sft_lr
+    from gadx.train.run import arm_config
+
+    cfg, _ = load_config([])
+    assert arm_config(cfg, "seqkd").stages.seqkd.lr == pytest.approx(1e-4)
+    cfg2, _ = load_config(["--set", "stages.seqkd.arm_lr=-1"])
+    s = cfg2.stages
+    assert arm_config(cfg2, "seqkd").stages.seqkd.lr == pytest.approx(sft_lr(s, s.warmup.lr, s.warmup.steps - 1, s.warmup.steps))
+    with pytest.raises(ValueError, match="arm_lr"):
+        load_config(["--set", "stages.seqkd.arm_lr=0"])

@@ -35,7 +35,9 @@ def test_baseline_is_the_best_lr_and_temperature_and_differences_are_paired(tmp_
     assert best_baseline(evals, ["seqkd_a", "seqkd_b"], "test_id") == ("seqkd_b", "0.6")
     out = table(tmp_path, ["seqkd_a", "seqkd_b"], ["gad"], "0.0")
     row = next(line for line in out.splitlines() if line.startswith("| gad"))
-    assert "1.000 / 1.000" in row and "+0.500" in row  # 1.0 minus the best baseline's 0.5, per seed
+    assert "1.000 / 1.000" in row and row.count("+0.500") == 6  # 1.0 minus the best 0.5: 2 seeds + pooled, 2 splits
+    assert "pooled **+0.500 [" in row  # 8 paired prompts: the pooled interval excludes 0, one seed's 4 do not
+    assert row.count("; +0.500 [+0.000, +1.000]") == 2
     base = next(line for line in out.splitlines() if line.startswith("| SeqKD best"))
     assert "0.500 / 0.500" in base
     with pytest.raises(ValueError, match="none of the baseline"):
