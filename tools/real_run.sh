@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# SmolLM2-135M-Instruct end to end on a CPU: convert -> prune -> serve the teacher -> heal the pruned
-# student (SFT, once) -> from the healed student: SeqKD and warmup + GAD -> eval.
+# SmolLM2-135M-Instruct end to end on a CPU: convert -> prune -> serve the teacher -> keep the prompts whose
+# teacher reply ends -> heal the pruned student (SFT, once) -> the D check -> from the healed student:
+# SeqKD and warmup + GAD -> eval.
 #
 #   bash tools/real_run.sh [RUN_DIR]          # default runs/smollm2
+#   D_CHECK_ONLY=1 bash tools/real_run.sh     # stop after the D check (no GAD arm on a chance-level D)
+#   REPLY_CAP=64 bash tools/real_run.sh       # teacher replies must end within this many tokens (EOS included)
 #   EVAL_LIMIT=40 MAX_NEW=128 PORT=8011 bash tools/real_run.sh   # a larger evaluation (default 8 prompts x 64 tokens)
 #   SKIP_TRAIN=1 bash tools/real_run.sh       # only (re)evaluate an existing run
 #
@@ -16,6 +19,8 @@ PORT=${PORT:-8011}
 EVAL_LIMIT=${EVAL_LIMIT:-8}
 MAX_NEW=${MAX_NEW:-64}
 PY=${PYTHON:-python}
+REPLY_CAP=${REPLY_CAP:-64}   # = teacher.max_tokens in recipes/smollm2_common.toml (the cache key includes it)
+D_KIND=${D_KIND:-implicit}   # the D check's discriminator: implicit | head
 mkdir -p "$RUN"
 t_start=$(date +%s)
 stamp() { echo "$1 $(( $(date +%s) - t_start )) s  load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RUN/timing.txt"; }
@@ -51,13 +56,45 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
     stamp "teacher served at $URL"
 
     COMMON=(--config recipes/smollm2_common.toml --set "data.train=$RUN/data/train.jsonl"
-            --set "teacher.base_url=$URL" --set "teacher.cache_path=$RUN/teacher_cache.sqlite")
+            --set "teacher.base_url=$URL" --set "teacher.cache_path=$RUN/teacher_cache.sqlite"
+            --set "teacher.max_tokens=$REPLY_CAP")
+
+    # 3b. replies that end: keep the prompts (every set) whose teacher reply, asked exactly as the trainer asks
+    # (temperature, max_tokens, seed of recipes/smollm2_common.toml, the same cache), stops with EOS
+    # within REPLY_CAP tokens; the trainer then reads these very replies from the cache
+    $PY - "$RUN" "$URL" "$REPLY_CAP" "$STUDENT" <<'PY' 2>&1 | tee "$RUN/ended.log"
+import sys, time
+from gadx.real.data import keep_ended_prompts, teacher_reply_fn
+from gadx.teacher import TeacherClient
+from gadx.tokenizer import load_tokenizer
+from gadx.train.config import load_config
+run, url, cap, student = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+t = load_config(["--config", "recipes/smollm2_common.toml"])[0].teacher
+t0 = time.time()
+with TeacherClient(url, t.model, cache_path=f"{run}/teacher_cache.sqlite") as client:
+    s = keep_ended_prompts(f"{run}/data", teacher_reply_fn(client, temperature=t.temperature, max_tokens=cap, seed=t.seed),
+                           tokenizer=load_tokenizer(student), max_reply_tokens=cap)
+for name, v in s.items():
+    print(f"{name}: {v['kept']} of {v['total']} prompts kept (teacher reply ends within {cap} tokens)")
+print(f"({time.time() - t0:.0f} s)")
+PY
+    stamp "prompts with ending replies kept"
 
     # 4. heal the pruned student: SFT on the teacher's replies (skipped when already done)
     if [ ! -f "$HEALED/config.json" ]; then
         $PY -m gadx.train "${COMMON[@]:0:2}" --config recipes/smollm2_heal.toml "${COMMON[@]:2}" \
             --set "model.student=$STUDENT" --set "run.out_dir=$RUN/heal" 2>&1 | tee "$RUN/heal.log"
         stamp "heal done"
+    fi
+
+    # 4b. the D check: can D tell the teacher's replies from the healed student's samples on held-out prompts?
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} $PY tools/real_d_check.py --student "$HEALED" --teacher "$TEACHER" --data "$RUN/data" \
+        --base-url "$URL" --cache "$RUN/teacher_cache.sqlite" --teacher-max-tokens "$REPLY_CAP" \
+        --d-kind "$D_KIND" --out "$RUN/d_check" 2>&1 | tee "$RUN/d_check_$D_KIND.log"
+    stamp "d check ($D_KIND) done"
+    if [ -n "${D_CHECK_ONLY:-}" ]; then
+        echo "D_CHECK_ONLY: stopping after the D check: $RUN/d_check/d_check_$D_KIND.md"
+        exit 0
     fi
 
     # 5. from the healed student: SeqKD, then warmup + GAD, with the same student-update budget
