@@ -21,6 +21,8 @@ MAX_NEW=${MAX_NEW:-64}
 PY=${PYTHON:-python}
 REPLY_CAP=${REPLY_CAP:-64}   # = teacher.max_tokens in recipes/smollm2_common.toml (the cache key includes it)
 D_KIND=${D_KIND:-implicit}   # the D check's discriminator: implicit | head
+HEAL_STEPS=${HEAL_STEPS:-120}   # SFT steps of the heal (recipes/smollm2_heal.toml: 120, lr warmup 20)
+D_CHECK_ARGS=${D_CHECK_ARGS:-}  # extra tools/real_d_check.py flags, e.g. "--k 2 --held-k 2"
 mkdir -p "$RUN"
 t_start=$(date +%s)
 stamp() { echo "$1 $(( $(date +%s) - t_start )) s  load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RUN/timing.txt"; }
@@ -83,14 +85,15 @@ PY
     # 4. heal the pruned student: SFT on the teacher's replies (skipped when already done)
     if [ ! -f "$HEALED/config.json" ]; then
         $PY -m gadx.train "${COMMON[@]:0:2}" --config recipes/smollm2_heal.toml "${COMMON[@]:2}" \
-            --set "model.student=$STUDENT" --set "run.out_dir=$RUN/heal" 2>&1 | tee "$RUN/heal.log"
+            --set "model.student=$STUDENT" --set "run.out_dir=$RUN/heal" --set "stages.seqkd.steps=$HEAL_STEPS" \
+            --set "stages.sft_lr_warmup=$(( HEAL_STEPS < 120 ? HEAL_STEPS / 6 : 20 ))" 2>&1 | tee "$RUN/heal.log"
         stamp "heal done"
     fi
 
     # 4b. the D check: can D tell the teacher's replies from the healed student's samples on held-out prompts?
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} $PY tools/real_d_check.py --student "$HEALED" --teacher "$TEACHER" --data "$RUN/data" \
         --base-url "$URL" --cache "$RUN/teacher_cache.sqlite" --teacher-max-tokens "$REPLY_CAP" \
-        --d-kind "$D_KIND" --out "$RUN/d_check" 2>&1 | tee "$RUN/d_check_$D_KIND.log"
+        --d-kind "$D_KIND" --out "$RUN/d_check" $D_CHECK_ARGS 2>&1 | tee "$RUN/d_check_$D_KIND.log"
     stamp "d check ($D_KIND) done"
     if [ -n "${D_CHECK_ONLY:-}" ]; then
         echo "D_CHECK_ONLY: stopping after the D check: $RUN/d_check/d_check_$D_KIND.md"
