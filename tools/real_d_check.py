@@ -3,7 +3,7 @@ replies from the healed student's samples, on prompts it never trained on?
 
     python tools/real_d_check.py --student RUN/heal/seqkd/student_hf --teacher TEACHER_DIR --data RUN/data \
         --base-url http://127.0.0.1:8011/v1 --cache RUN/teacher_cache.sqlite --out RUN/d_check \
-        [--k 4] [--held-k 4] [--d-kind implicit|head] [--lr 3e-5] [--batch 16]
+        [--k 4] [--held-k 4] [--d-kind implicit|head] [--lr 1e-4] [--batch 16]
 
 1. Teacher replies: one per prompt of train.jsonl and heldout_id.jsonl, asked exactly as the trainer asks
    (recipes/smollm2_common.toml's [teacher]: temperature, max_tokens, seed; the same cache), so the D
@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-prompt-len", type=int, default=128)
     ap.add_argument("--max-response-len", type=int, default=80)
     ap.add_argument("--d-kind", choices=("implicit", "head"), default="implicit")
-    ap.add_argument("--lr", type=float, default=3e-5)
+    ap.add_argument("--lr", type=float, default=1e-4, help="AdamW lr of D (16 updates of 16 pairs on 64 prompts x 4)")
     ap.add_argument("--beta", type=float, default=1.0)
     ap.add_argument("--batch", type=int, default=16, help="pairs per D update")
     ap.add_argument("--micro", type=int, default=4, help="pairs per forward/backward (memory)")
