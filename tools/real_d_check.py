@@ -221,6 +221,9 @@ def write_table(path: Path, res: dict) -> None:
         lines.append(f"| {r['pairs']} | {r['acc']:.3f} | {r['se']:.3f} | {r['rho_teacher_ll']:.3f} | "
                      f"{r['rho_teacher_ll_per_token_score']:.3f} | {loss} |")
     lines += ["", f"Spearman(student's own LL/tok, teacher LL/tok) on the same samples: {res['rho_student_vs_teacher']:.3f}",
+              f"samples identical to the teacher's reply: {res['train_identical']:.1%} of training pairs, "
+              f"{res['held_identical']:.1%} of held-out pairs; finished (EOS) samples: {res['train_samples_finished']:.1%} "
+              f"train, {res['held_samples_finished']:.1%} held-out; teacher LL/tok of held-out samples {res['teacher_ll_mean']:.3f}",
               f"wall {res['wall_s']:.0f} s"]
     path.write_text("\n".join(lines) + "\n")
 
@@ -292,6 +295,10 @@ def main(argv=None) -> int:
            "teacher_ll_mean": sum(teacher_ll) / len(teacher_ll),
            "held_samples_finished": sum(held["s_finished"]) / len(held["s_finished"]),
            "train_samples_finished": sum(pairs["train"]["s_finished"]) / len(pairs["train"]["s_finished"]),
+           # a sample identical to the teacher's reply is a tie for any D (a student that memorised
+           # the training replies gives D little to learn from)
+           "train_identical": sum(list(x["t"]) == list(x["s"]) for x in train) / len(train),
+           "held_identical": sum(list(held["t"][i // held["k"]]) == list(s) for i, s in enumerate(held["s"])) / len(held["s"]),
            "curve": []}
 
     def checkpoint(seen: int, loss):
