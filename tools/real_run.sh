@@ -12,7 +12,9 @@
 # Extra trainer overrides go in GADX_SET, e.g. GADX_SET="stages.gad.steps=8 stages.warmup.steps=6".
 # Outputs: RUN_DIR/heal/seqkd/student_hf (the healed student; delete it to heal again),
 # RUN_DIR/{seqkd,gad}/{metrics.jsonl,student_hf}, RUN_DIR/eval/{results.md,results.json,bars.png},
-# RUN_DIR/curves.png, RUN_DIR/teacher_serve.log, RUN_DIR/timing.txt.
+# RUN_DIR/curves.png, RUN_DIR/teacher_serve.log, RUN_DIR/timing.txt, RUN_DIR/data/ended.json (prompts kept),
+# RUN_DIR/d_check/d_check_<kind>.{md,json} (the D check). The teacher's cache key holds its URL: keep PORT
+# the same across runs that share a cache, and run one script at a time per PORT.
 set -euo pipefail
 RUN=${1:-runs/smollm2}
 PORT=${PORT:-8011}
@@ -44,7 +46,13 @@ stamp "prepared (teacher $TEACHER, student $STUDENT)"
 HEALED=$RUN/heal/seqkd/student_hf
 
 if [ -z "${SKIP_TRAIN:-}" ]; then
-    # 3. the teacher behind the OpenAI API; the trainer only ever sees its text
+    # 3. the teacher behind the OpenAI API; the trainer only ever sees its text. A server already on PORT
+    # (another run) would answer instead of ours and vanish when that run ends: refuse
+    if curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then
+        echo "real_run.sh: error: something already serves on port $PORT (another run?); stop it, or set PORT" \
+             "(the teacher cache is keyed by the URL: another port asks the teacher again)" >&2
+        exit 1
+    fi
     gadx serve --model "$TEACHER" --port "$PORT" --served-model-name smollm2-135m-instruct --max-batch 16 \
         > "$RUN/teacher_serve.log" 2>&1 &
     SERVE_PID=$!
