@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# SmolLM2-135M-Instruct end to end on a CPU: convert -> prune -> serve the teacher -> heal the pruned
-# student (SFT, once) -> from the healed student: SeqKD and warmup + GAD -> eval.
+# SmolLM2-135M-Instruct end to end on a CPU: convert -> prune -> serve the teacher -> keep the prompts whose
+# teacher reply ends -> heal the pruned student (SFT, once) -> the D check -> from the healed student:
+# SeqKD and warmup + GAD -> eval.
 #
 #   bash tools/real_run.sh [RUN_DIR]          # default runs/smollm2
+#   D_CHECK_ONLY=1 bash tools/real_run.sh     # stop after the D check (no GAD arm on a chance-level D)
+#   REPLY_CAP=64 bash tools/real_run.sh       # teacher replies must end within this many tokens (EOS included)
 #   EVAL_LIMIT=40 MAX_NEW=128 PORT=8011 bash tools/real_run.sh   # a larger evaluation (default 8 prompts x 64 tokens)
 #   SKIP_TRAIN=1 bash tools/real_run.sh       # only (re)evaluate an existing run
 #
 # Extra trainer overrides go in GADX_SET, e.g. GADX_SET="stages.gad.steps=8 stages.warmup.steps=6".
 # Outputs: RUN_DIR/heal/seqkd/student_hf (the healed student; delete it to heal again),
 # RUN_DIR/{seqkd,gad}/{metrics.jsonl,student_hf}, RUN_DIR/eval/{results.md,results.json,bars.png},
-# RUN_DIR/curves.png, RUN_DIR/teacher_serve.log, RUN_DIR/timing.txt.
+# RUN_DIR/curves.png, RUN_DIR/teacher_serve.log, RUN_DIR/timing.txt, RUN_DIR/data/ended.json (prompts kept),
+# RUN_DIR/d_check/d_check_<kind>.{md,json} (the D check). The teacher's cache key holds its URL: keep PORT
+# the same across runs that share a cache, and run one script at a time per PORT.
 set -euo pipefail
 RUN=${1:-runs/smollm2}
 PORT=${PORT:-8011}
 EVAL_LIMIT=${EVAL_LIMIT:-8}
 MAX_NEW=${MAX_NEW:-64}
 PY=${PYTHON:-python}
+REPLY_CAP=${REPLY_CAP:-64}   # = teacher.max_tokens in recipes/smollm2_common.toml (the cache key includes it)
+D_KIND=${D_KIND:-implicit}   # the D check's discriminator: implicit | head
+HEAL_STEPS=${HEAL_STEPS:-120}   # SFT steps of the heal (recipes/smollm2_heal.toml: 120, lr warmup 20)
+D_CHECK_ARGS=${D_CHECK_ARGS:-}  # extra tools/real_d_check.py flags, e.g. "--k 2 --held-k 2"
 mkdir -p "$RUN"
 t_start=$(date +%s)
 stamp() { echo "$1 $(( $(date +%s) - t_start )) s  load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RUN/timing.txt"; }
@@ -37,7 +46,13 @@ stamp "prepared (teacher $TEACHER, student $STUDENT)"
 HEALED=$RUN/heal/seqkd/student_hf
 
 if [ -z "${SKIP_TRAIN:-}" ]; then
-    # 3. the teacher behind the OpenAI API; the trainer only ever sees its text
+    # 3. the teacher behind the OpenAI API; the trainer only ever sees its text. A server already on PORT
+    # (another run) would answer instead of ours and vanish when that run ends: refuse
+    if curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then
+        echo "real_run.sh: error: something already serves on port $PORT (another run?); stop it, or set PORT" \
+             "(the teacher cache is keyed by the URL: another port asks the teacher again)" >&2
+        exit 1
+    fi
     gadx serve --model "$TEACHER" --port "$PORT" --served-model-name smollm2-135m-instruct --max-batch 16 \
         > "$RUN/teacher_serve.log" 2>&1 &
     SERVE_PID=$!
@@ -51,13 +66,46 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
     stamp "teacher served at $URL"
 
     COMMON=(--config recipes/smollm2_common.toml --set "data.train=$RUN/data/train.jsonl"
-            --set "teacher.base_url=$URL" --set "teacher.cache_path=$RUN/teacher_cache.sqlite")
+            --set "teacher.base_url=$URL" --set "teacher.cache_path=$RUN/teacher_cache.sqlite"
+            --set "teacher.max_tokens=$REPLY_CAP")
+
+    # 3b. replies that end: keep the prompts (every set) whose teacher reply, asked exactly as the trainer asks
+    # (temperature, max_tokens, seed of recipes/smollm2_common.toml, the same cache), stops with EOS
+    # within REPLY_CAP tokens; the trainer then reads these very replies from the cache
+    $PY - "$RUN" "$URL" "$REPLY_CAP" "$STUDENT" <<'PY' 2>&1 | tee "$RUN/ended.log"
+import sys, time
+from gadx.real.data import keep_ended_prompts, teacher_reply_fn
+from gadx.teacher import TeacherClient
+from gadx.tokenizer import load_tokenizer
+from gadx.train.config import load_config
+run, url, cap, student = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+t = load_config(["--config", "recipes/smollm2_common.toml"])[0].teacher
+t0 = time.time()
+with TeacherClient(url, t.model, cache_path=f"{run}/teacher_cache.sqlite") as client:
+    s = keep_ended_prompts(f"{run}/data", teacher_reply_fn(client, temperature=t.temperature, max_tokens=cap, seed=t.seed),
+                           tokenizer=load_tokenizer(student), max_reply_tokens=cap)
+for name, v in s.items():
+    print(f"{name}: {v['kept']} of {v['total']} prompts kept (teacher reply ends within {cap} tokens)")
+print(f"({time.time() - t0:.0f} s)")
+PY
+    stamp "prompts with ending replies kept"
 
     # 4. heal the pruned student: SFT on the teacher's replies (skipped when already done)
     if [ ! -f "$HEALED/config.json" ]; then
         $PY -m gadx.train "${COMMON[@]:0:2}" --config recipes/smollm2_heal.toml "${COMMON[@]:2}" \
-            --set "model.student=$STUDENT" --set "run.out_dir=$RUN/heal" 2>&1 | tee "$RUN/heal.log"
+            --set "model.student=$STUDENT" --set "run.out_dir=$RUN/heal" --set "stages.seqkd.steps=$HEAL_STEPS" \
+            --set "stages.sft_lr_warmup=$(( HEAL_STEPS < 120 ? HEAL_STEPS / 6 : 20 ))" 2>&1 | tee "$RUN/heal.log"
         stamp "heal done"
+    fi
+
+    # 4b. the D check: can D tell the teacher's replies from the healed student's samples on held-out prompts?
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} $PY tools/real_d_check.py --student "$HEALED" --teacher "$TEACHER" --data "$RUN/data" \
+        --base-url "$URL" --cache "$RUN/teacher_cache.sqlite" --teacher-max-tokens "$REPLY_CAP" \
+        --d-kind "$D_KIND" --out "$RUN/d_check" $D_CHECK_ARGS 2>&1 | tee "$RUN/d_check_$D_KIND.log"
+    stamp "d check ($D_KIND) done"
+    if [ -n "${D_CHECK_ONLY:-}" ]; then
+        echo "D_CHECK_ONLY: stopping after the D check: $RUN/d_check/d_check_$D_KIND.md"
+        exit 0
     fi
 
     # 5. from the healed student: SeqKD, then warmup + GAD, with the same student-update budget
