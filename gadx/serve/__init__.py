@@ -114,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--default-max-tokens", type=int, default=512)
     p.add_argument("--max-body-mb", type=float, default=4.0)
     p.add_argument("--device", default="cpu", help="torch device for --model")
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="add this much to every answer, concurrently and without CPU: a remote API's latency "
+                        "for a teacher served on the trainer's own machine (default 0)")
     return p
 
 
@@ -130,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gadx serve: --{flag.replace('_', '-')} must be >= {low}, got {getattr(args, flag)}",
                   file=sys.stderr)
             return 2
+    if not args.latency_ms >= 0:
+        print(f"gadx serve: --latency-ms must be >= 0, got {args.latency_ms}", file=sys.stderr)
+        return 2
     for flag in ("batch_wait_ms", "max_body_mb"):
         if not getattr(args, flag) > 0:
             print(f"gadx serve: --{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}", file=sys.stderr)
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     config = ServeConfig(api_key=api_key, max_body_bytes=int(args.max_body_mb * 2**20),
                          default_max_tokens=args.default_max_tokens, max_tokens_limit=args.max_tokens_limit,
                          max_batch=args.max_batch, batch_wait_s=args.batch_wait_ms / 1000,
-                         model_name=args.served_model_name)
+                         model_name=args.served_model_name, latency_s=args.latency_ms / 1000)
     try:
         handle = ServerHandle(make_app(backend, config), args.host, args.port)
     except OSError as e:  # a usage error (pick another --port / --host), so exit 2 like the others

@@ -38,6 +38,13 @@ class ServeConfig:
     max_batch: int = 32
     batch_wait_s: float = 0.005
     model_name: str | None = None  # defaults to backend.name
+    # Added to every request's answer time, concurrently (an asyncio sleep, no CPU): stands in for a
+    # remote API's latency when the backend runs on the same machine (load tests, the e2e benchmark).
+    latency_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.latency_s >= 0:
+            raise ValueError(f"latency_s must be >= 0, got {self.latency_s}")
 
 
 class Batcher:
@@ -149,6 +156,8 @@ def make_app(backend: Backend, config: ServeConfig = ServeConfig()) -> web.Appli
                                      max_tokens_limit=config.max_tokens_limit)
             backend.check(req)
             completion = apply_stop(await batcher.submit(req), req.stop)
+            if config.latency_s > 0:
+                await asyncio.sleep(config.latency_s)
         except BadRequest as e:
             return _error(e.status, e.message, param=e.param, code=e.code)
         except Exception as e:  # noqa: BLE001 -- a backend failure must still answer in the API's format

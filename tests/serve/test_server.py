@@ -175,3 +175,23 @@ def test_main_rejects_missing_key_env(monkeypatch, capsys):
     monkeypatch.delenv("GADX_NO_SUCH_KEY", raising=False)
     assert main(["--echo", "--api-key-env", "GADX_NO_SUCH_KEY"]) == 2
     assert "GADX_NO_SUCH_KEY" in capsys.readouterr().err
+
+
+def test_latency_is_added_to_every_answer_concurrently(tmp_path):
+    """--latency-ms stands in for a remote API: each answer waits it out, all at once (not one by one)."""
+    with pytest.raises(ValueError, match="-0.5"):
+        ServeConfig(latency_s=-0.5)
+    with start_in_thread(EchoBackend(), config=ServeConfig(latency_s=0.4)) as h:
+        with TeacherClient(h.url, "echo", cache_path=tmp_path / "c.sqlite", max_in_flight=16) as t:
+            t0 = time.perf_counter()
+            futs = [t.submit([{"role": "user", "content": f"w{i} v{i}"}], max_tokens=8) for i in range(8)]
+            assert [f.result(timeout=10).text for f in futs] == [f"v{i} w{i}" for i in range(8)]
+            took = time.perf_counter() - t0
+    assert 0.4 <= took < 0.4 * 4, took  # >= one latency, far below eight in a row (3.2 s)
+
+
+def test_main_rejects_negative_latency(capsys):
+    from gadx.serve import main
+
+    assert main(["--echo", "--latency-ms", "-1"]) == 2
+    assert "--latency-ms must be >= 0, got -1" in capsys.readouterr().err
