@@ -17,9 +17,7 @@ takes, on the trainer's own cores) and ``LATENCY_MS`` added to every answer with
 Peer: the same run with the teacher called synchronously at the start of each step (submit
 the step's requests, wait for all), the baseline a trainer without a prefetcher has.
 ``teacher.prefetch_depth`` must be >= 1, so the synchronous variant gives the trainer's
-TeacherFeed the ``SyncFetch`` below instead of its Prefetcher. At latency 0 a third variant is
-the prefetched run with the client's event loop at the trainer's priority (``io_nice=0``, what
-the client did before it ran its loop niced). Every variant runs ``PAIRS`` times in its own
+TeacherFeed the ``SyncFetch`` below instead of its Prefetcher. Every variant runs ``PAIRS`` times in its own
 process with its own teacher cache, variants alternating (never at once); the seeded data and
 replies make step i the same tokens in every run, so step times pair up exactly.
 ``GADX_BENCH_RESULTS=1`` writes benchmarks/results/e2e.json.
@@ -57,10 +55,7 @@ SMOKE_SETS = pick(full={}, smoke={
     "data.held_out_size": 4, "run.eval_size": 4, "run.eval_limit": 4})
 SPLIT = ("time/step", "time/rollout", "time/teacher_wait", "time/scoring", "time/update", "tokens_per_s")
 SHOWN = SPLIT + ("len/student", "len/teacher", "loss/g_pg")  # per-step rows kept in the results JSON
-# (variant, io_nice of the client's loop; None = TeacherClient's default)
-VARIANTS = {"sync": ("sync", None), "prefetch": ("prefetch", None), "prefetch-nice0": ("prefetch", 0)}
-LABEL = {"sync": "synchronous teacher", "prefetch": "prefetched teacher",
-         "prefetch-nice0": "prefetched teacher, client loop at the trainer's priority"}
+LABEL = {"sync": "synchronous teacher", "prefetch": "prefetched teacher"}
 
 
 def overrides(out_dir: Path, teacher_url: str | None = None) -> list[str]:
@@ -96,19 +91,14 @@ class SyncFetch:
         pass
 
 
-def run_variant(teacher: str, out_dir: Path, teacher_url: str | None = None, io_nice: int | None = None) -> dict:
-    import functools
-
+def run_variant(teacher: str, out_dir: Path, teacher_url: str | None = None) -> dict:
     import torch
 
-    import gadx.teacher
     from gadx.parallel import destroy_parallel
     from gadx.train.config import load_config
     from gadx.train.env import Env
     from gadx.train.trainer import Run
 
-    if io_nice is not None:  # the ablation: the client as it ran before its loop was niced
-        gadx.teacher.TeacherClient = functools.partial(gadx.teacher.TeacherClient, io_nice=io_nice)
     cfg, rest = load_config(overrides(out_dir, teacher_url))
     assert not rest, rest
     env = Env(cfg)
@@ -126,7 +116,7 @@ def run_variant(teacher: str, out_dir: Path, teacher_url: str | None = None, io_
     rows = [json.loads(line) for line in (out_dir / "gad" / "metrics.jsonl").read_text().splitlines()]
     gad = [r for r in rows if r.get("stage") == "gad"]
     assert len(gad) == GAD_STEPS and not summary["gad_skipped"], (len(gad), summary)
-    return {"teacher": teacher, "io_nice": io_nice, "steps": [{k: r.get(k) for k in ("step", *SHOWN)} for r in gad],
+    return {"teacher": teacher, "steps": [{k: r.get(k) for k in ("step", *SHOWN)} for r in gad],
             "prefetch_depth": cfg.teacher.prefetch_depth, "threads": torch.get_num_threads(),
             "loadavg_1m": os.getloadavg()[0], "losses_finite": all(isinstance(r.get("loss/g_pg"), float) for r in gad),
             "thread_cpu_s": threads_cpu, "process_cpu_s": time.process_time()}
@@ -146,10 +136,8 @@ def thread_cpu_s() -> dict[str, float]:
     return out
 
 
-def variant_cmd(variant: str, out_dir: Path, teacher_url: str) -> list[str]:
-    teacher, io_nice = VARIANTS[variant]
-    return [sys.executable, __file__, "--teacher", teacher, "--out-dir", str(out_dir), "--teacher-url", teacher_url,
-            *(["--io-nice", str(io_nice)] if io_nice is not None else [])]
+def variant_cmd(teacher: str, out_dir: Path, teacher_url: str) -> list[str]:
+    return [sys.executable, __file__, "--teacher", teacher, "--out-dir", str(out_dir), "--teacher-url", teacher_url]
 
 
 teacher_process_cpu_s: dict[float, float] = {}
@@ -202,14 +190,14 @@ def paired_ratio(base: list[dict], ours: list[dict], *, n_boot: int = 2000, seed
             "ci95": [boots[int(0.025 * n_boot)], boots[int(0.975 * n_boot) - 1]]}
 
 
-@pytest.mark.timeout(3600)  # ~12 minutes at full size on a quiet 2-core CPU; pyproject's default is 600 s
+@pytest.mark.timeout(3600)  # ~8 minutes at full size on a quiet 2-core CPU; pyproject's default is 600 s
 def test_e2e_prefetch_vs_sync(benchmark, tmp_path):
     res = Results("e2e", rounds=PAIRS * (GAD_STEPS - 1), config="embedded default, plan=gad",
                   warmup_steps=WARMUP_STEPS, gad_steps=GAD_STEPS, runs_per_variant=PAIRS, latency_ms=[0.0, LATENCY_MS],
                   note=f"rounds = timed GAD steps per variant ({PAIRS} runs x {GAD_STEPS - 1}; the first GAD step of "
                        "a run is a warm-up); variants alternate, one at a time, each run in its own process; the "
                        "teacher in its own process")
-    settings = {0.0: ("sync", "prefetch", "prefetch-nice0"), LATENCY_MS: ("sync", "prefetch")}
+    settings = {0.0: ("sync", "prefetch"), LATENCY_MS: ("sync", "prefetch")}
 
     def compare():
         out = {}
@@ -242,7 +230,7 @@ def test_e2e_prefetch_vs_sync(benchmark, tmp_path):
             rs = out[(latency, v)]
             res.row(f"{tag}, {LABEL[v]}: tokens/s", [run_tokens_per_s(r) for r in rs], unit="tok/s",
                     baseline=f"{base}: tokens/s", higher_is_better=True, cpu_times=[r["process_cpu_s"] for r in rs],
-                    goal=1.0 if v == "prefetch" else None)
+                    goal=1.0)
         for key in SPLIT[:-1]:
             label = key.split("/")[1]
             res.row(f"{base}: {label}", [x for r in sync for x in timed(r, key)], unit="s")
@@ -272,9 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, required=True)
     ap.add_argument("--teacher-url", help="a running teacher (e.g. python -m gadx.serve --synthetic); "
                                           "default: the embedded one, served in a thread of this process")
-    ap.add_argument("--io-nice", type=int, help="the teacher client's io_nice (default: TeacherClient's)")
     a = ap.parse_args(argv)
-    print(json.dumps(run_variant(a.teacher, a.out_dir, a.teacher_url, a.io_nice)))
+    print(json.dumps(run_variant(a.teacher, a.out_dir, a.teacher_url)))
     return 0
 
 

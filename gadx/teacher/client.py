@@ -16,10 +16,6 @@ and kept only in the session's headers: never logged, cached or written.
 If `sampling` has a `seed`, the seed sent is `seed + sample_index`, so the N
 samples of one prompt differ on servers that honour seeds.
 
-The loop's thread runs at `io_nice` (default 10) above the caller's nice value, so
-replies arriving while a CPU-bound trainer computes do not preempt its compute
-threads (docs/performance.md, "Prefetching the teacher", has the measurement); 0 keeps the caller's priority.
-
 Stopping. A request is "on the wire" from the moment its bytes may leave (the
 send gate, checked after the connection is ready and right before aiohttp
 writes) until its outcome is committed. After a quota/billing error or
@@ -33,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import concurrent.futures
 import hashlib
 import json
@@ -159,7 +154,6 @@ class TeacherClient:
         default_max_tokens: int = 1024,
         seed: int | None = None,
         cache_endpoint: str | None = None,
-        io_nice: int = 10,
     ):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -169,9 +163,6 @@ class TeacherClient:
             raise ValueError(f"max_usd must be positive, got {max_usd}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        if not (isinstance(io_nice, int) and 0 <= io_nice <= 19):
-            raise ValueError(f"io_nice must be an integer in 0..19, got {io_nice!r}")
-        self._io_nice = io_nice
         headers = {"Content-Type": "application/json"}
         if api_key_env is not None:
             key = os.environ.get(api_key_env)
@@ -204,7 +195,7 @@ class TeacherClient:
         self._cache = Cache(str(cache_path)) if cache_path is not None else NoCache()
 
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="gadx-teacher", daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gadx-teacher", daemon=True)
         self._thread.start()
 
         async def _open():
@@ -216,15 +207,6 @@ class TeacherClient:
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
 
         asyncio.run_coroutine_threadsafe(_open(), self._loop).result()
-
-    def _run_loop(self) -> None:
-        # The loop does I/O and a little parsing. At the trainer's priority each wake-up (a reply
-        # arriving mid-step) preempts one of the compute threads, and an OpenMP region waits for it;
-        # a niced loop runs in the cycles they leave (Linux: per-thread nice; elsewhere a no-op).
-        if self._io_nice:
-            with contextlib.suppress(OSError, AttributeError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._io_nice)
-        self._loop.run_forever()
 
     def __repr__(self) -> str:
         return f"TeacherClient({self.base_url!r}, {self.model!r}, cache={self._cache.path!r})"
