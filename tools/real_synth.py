@@ -11,8 +11,9 @@
    temperature), up to ``--reply-cap`` tokens (EOS counted), sampled locally with the KV-cache sampler
    (the heal may read the teacher's weights; the arms never do).
 
-Writes OUT (JSONL: id, messages, reply text, reply_ids with EOS when it finished, finished) and
-OUT.json (the filter's counts, the settings, the wall time). Skips everything when OUT exists, unless
+Writes OUT.prompts.json (the kept prompts, before the replies: a stopped run restarts from them), OUT
+(JSONL: id, messages, reply text, reply_ids with EOS when it finished, finished) and OUT.json (the
+filter's counts, the settings, the wall time). Skips everything when OUT exists, unless
 ``--force``. One process, plain PyTorch; OMP_NUM_THREADS=1 leaves the other core to others.
 """
 from __future__ import annotations
@@ -61,11 +62,22 @@ def main(argv=None) -> int:
     eng = KVCacheSampler(mc, max_batch=a.batch, max_seq_len=a.max_prompt_len + max(a.reply_cap, a.prompt_max_tokens) + 8)
     eng.load_weights(sd)
     prefix = user_turn_prefix(tok)
-    raw = sample_user_turns(eng, prefix, n=a.n, eos_ids=mc.eos_ids, temperature=a.prompt_temperature,
-                            max_new_tokens=a.prompt_max_tokens, batch=a.batch, seed=a.seed, log=log)
+    # the kept prompts are saved before the (longer) reply sampling, so a stopped run restarts from them
+    stage = out.with_name(out.name + ".prompts.json")
+    key = {k: getattr(a, k) for k in ("teacher", "n", "prompt_temperature", "prompt_max_tokens", "min_words",
+                                      "max_prompt_len", "near_jaccard", "batch", "seed", "no_eval_filter")}
+    saved = json.loads(stage.read_text()) if stage.is_file() else None
+    if saved is not None and saved["key"] == key:
+        kept, counts = saved["kept"], saved["counts"]
+        log(f"reusing the {len(kept)} prompts of {stage}")
+    else:
+        raw = sample_user_turns(eng, prefix, n=a.n, eos_ids=mc.eos_ids, temperature=a.prompt_temperature,
+                                max_new_tokens=a.prompt_max_tokens, batch=a.batch, seed=a.seed, log=log)
+        kept, counts = filter_prompts(raw, tokenizer=tok, avoid=() if a.no_eval_filter else eval_prompt_texts(),
+                                      max_prompt_len=a.max_prompt_len, min_words=a.min_words, near_jaccard=a.near_jaccard)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage.write_text(json.dumps({"key": key, "counts": counts, "kept": kept}, ensure_ascii=False))
     t_prompts = time.perf_counter() - t0
-    kept, counts = filter_prompts(raw, tokenizer=tok, avoid=() if a.no_eval_filter else eval_prompt_texts(),
-                                  max_prompt_len=a.max_prompt_len, min_words=a.min_words, near_jaccard=a.near_jaccard)
     log(f"filter: {counts}")
     if not kept:
         raise ValueError(f"no synthetic prompt survived the filter: {counts}")

@@ -157,6 +157,9 @@ def test_real_synth_tool_writes_filtered_prompts_and_replies(tmp_path, world_tok
     assert summary["counts"]["duplicate"] == 1 and summary["counts"]["unfinished"] == 1
     assert [c[0] for c in eng.calls] == [2, 2, 1, 2, 1]  # 5 turns, then 3 replies, in batches of 2
     assert real_synth.main(argv) == 0 and len(eng.calls) == 5  # the file exists: skipped
+    # --force redoes the replies from the saved prompts (OUT.prompts.json): no user turn is sampled again
+    assert real_synth.main(argv + ["--force"]) == 0
+    assert [c[0] for c in eng.calls[5:]] == [2, 1] and len(out.read_text().splitlines()) == 3
 
 
 @pytest.mark.timeout(300)
