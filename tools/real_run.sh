@@ -32,6 +32,7 @@ HEAL=${HEAL:-kd}             # kd: KD on synthetic prompts (tools/real_kd_heal.p
 HEAL_STEPS=${HEAL_STEPS:-$([ "$HEAL" = sft ] && echo 120 || echo 150)}   # steps of the heal (8 rows a step)
 HEAL_MINUTES=${HEAL_MINUTES:-0}   # KD heal: stop (and save) after this many minutes; 0 = no limit
 SYNTH_N=${SYNTH_N:-1100}     # user turns the teacher writes (about 70 % survive the filter)
+SYNTH_MAX=${SYNTH_MAX:-512}  # the teacher replies to the first SYNTH_MAX kept prompts (0 = all; CPU budget)
 SYNTH_CAP=${SYNTH_CAP:-96}   # max tokens of the teacher's reply to each synthetic prompt (EOS included)
 D_CHECK_ARGS=${D_CHECK_ARGS:-}  # extra tools/real_d_check.py flags, e.g. "--k 2 --held-k 2"
 mkdir -p "$RUN"
@@ -63,7 +64,7 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
     # and the teacher's replies, sampled locally (the heal may read the teacher's weights; the arms never do)
     if [ "$HEAL" = kd ]; then
         OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY tools/real_synth.py --teacher "$TEACHER" --out "$RUN/data/synth.jsonl" \
-            --n "$SYNTH_N" --reply-cap "$SYNTH_CAP" 2>&1 | tee -a "$RUN/synth.log"
+            --n "$SYNTH_N" --max-prompts "$SYNTH_MAX" --reply-cap "$SYNTH_CAP" 2>&1 | tee -a "$RUN/synth.log"
         stamp "synthetic heal data ready"
     fi
 

@@ -6,7 +6,7 @@
    (gadx.real.synth_prompts.user_turn_prefix), at ``--prompt-temperature`` (1.0), up to
    ``--prompt-max-tokens`` tokens; kept when they ended, hold no special token, have >= ``--min-words``
    words, fit ``--max-prompt-len`` tokens as a prompt, are new, and are not (nearly) an evaluation prompt
-   (every Self-Instruct, Vicuna and MT-bench user turn).
+   (every Self-Instruct, Vicuna and MT-bench user turn); ``--max-prompts`` keeps the first N of them.
 2. The teacher's reply to each kept prompt at ``--reply-temperature`` (0.7, the trainer's teacher
    temperature), up to ``--reply-cap`` tokens (EOS counted), sampled locally with the KV-cache sampler
    (the heal may read the teacher's weights; the arms never do).
@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--min-words", type=int, default=3)
     ap.add_argument("--max-prompt-len", type=int, default=128)
     ap.add_argument("--near-jaccard", type=float, default=0.5)
+    ap.add_argument("--max-prompts", type=int, default=0, help="reply to the first N kept prompts only (0 = all)")
     ap.add_argument("--reply-temperature", type=float, default=0.7)
     ap.add_argument("--reply-cap", type=int, default=128, help="max reply tokens (EOS included)")
     ap.add_argument("--batch", type=int, default=64)
@@ -79,6 +80,9 @@ def main(argv=None) -> int:
         stage.write_text(json.dumps({"key": key, "counts": counts, "kept": kept}, ensure_ascii=False))
     t_prompts = time.perf_counter() - t0
     log(f"filter: {counts}")
+    if a.max_prompts > 0 and len(kept) > a.max_prompts:
+        kept = kept[: a.max_prompts]
+        log(f"replying to the first {a.max_prompts} kept prompts (--max-prompts)")
     if not kept:
         raise ValueError(f"no synthetic prompt survived the filter: {counts}")
     replies = sample_replies(eng, tok, kept, eos_ids=mc.eos_ids, temperature=a.reply_temperature,

@@ -160,6 +160,8 @@ def test_real_synth_tool_writes_filtered_prompts_and_replies(tmp_path, world_tok
     # --force redoes the replies from the saved prompts (OUT.prompts.json): no user turn is sampled again
     assert real_synth.main(argv + ["--force"]) == 0
     assert [c[0] for c in eng.calls[5:]] == [2, 1] and len(out.read_text().splitlines()) == 3
+    assert real_synth.main(argv + ["--force", "--max-prompts", "2"]) == 0  # replies to the first 2 only
+    assert [c[0] for c in eng.calls[7:]] == [2] and len(out.read_text().splitlines()) == 2
 
 
 @pytest.mark.timeout(300)
