@@ -29,7 +29,7 @@ REPLY_CAP=${REPLY_CAP:-128}  # teacher.max_tokens (the cache key includes it); o
 MAX_RESP=${MAX_RESP:-$(( REPLY_CAP + 16 ))}   # stages.max_response_len > REPLY_CAP: every kept reply keeps its EOS
 D_KIND=${D_KIND:-implicit}   # the D check's discriminator: implicit | head
 HEAL=${HEAL:-kd}             # kd: KD on synthetic prompts (tools/real_kd_heal.py) | sft: recipes/smollm2_heal.toml
-HEAL_STEPS=${HEAL_STEPS:-$([ "$HEAL" = sft ] && echo 120 || echo 150)}   # steps of the heal (8 rows a step)
+HEAL_STEPS=${HEAL_STEPS:-$([ "$HEAL" = sft ] && echo 120 || echo 90)}   # steps of the heal (8 rows a step)
 HEAL_MINUTES=${HEAL_MINUTES:-0}   # KD heal: stop (and save) after this many minutes; 0 = no limit
 SYNTH_N=${SYNTH_N:-1100}     # user turns the teacher writes (about 70 % survive the filter)
 SYNTH_MAX=${SYNTH_MAX:-512}  # the teacher replies to the first SYNTH_MAX kept prompts (0 = all; CPU budget)
