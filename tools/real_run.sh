@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# SmolLM2-135M-Instruct end to end on a CPU: convert -> prune -> serve the teacher -> keep the prompts whose
-# teacher reply ends -> heal the pruned student (SFT, once) -> the D check -> from the healed student:
-# SeqKD and warmup + GAD -> eval.
+# SmolLM2-135M-Instruct end to end on a CPU: convert -> prune -> synthetic heal prompts from the teacher ->
+# serve the teacher -> keep the prompts whose teacher reply ends -> heal the pruned student (KD on the
+# synthetic prompts, once) -> the heal's check -> the D check -> from the healed student: SeqKD and
+# warmup + GAD -> eval.
 #
 #   bash tools/real_run.sh [RUN_DIR]          # default runs/smollm2
 #   D_CHECK_ONLY=1 bash tools/real_run.sh     # stop after the D check (no GAD arm on a chance-level D)
 #   REPLY_CAP=64 bash tools/real_run.sh       # teacher replies must end within this many tokens (EOS included)
+#   HEAL=sft HEAL_STEPS=120 bash tools/real_run.sh   # the old heal: SFT on the kept training replies
 #   EVAL_LIMIT=40 MAX_NEW=128 PORT=8011 bash tools/real_run.sh   # a larger evaluation (default 8 prompts x 64 tokens)
 #   SKIP_TRAIN=1 bash tools/real_run.sh       # only (re)evaluate an existing run
 #
 # Extra trainer overrides go in GADX_SET, e.g. GADX_SET="stages.gad.steps=8 stages.warmup.steps=6".
-# Outputs: RUN_DIR/heal/seqkd/student_hf (the healed student; delete it to heal again),
+# Outputs: RUN_DIR/data/synth.jsonl (synthetic prompts + teacher replies; delete to redo),
+# RUN_DIR/heal_kd/student_hf (the KD-healed student; delete RUN_DIR/heal_kd to heal again; with HEAL=sft:
+# RUN_DIR/heal/seqkd/student_hf), RUN_DIR/heal_eval/heal_eval.md (the heal's check on held-out prompts),
 # RUN_DIR/{seqkd,gad}/{metrics.jsonl,student_hf}, RUN_DIR/eval/{results.md,results.json,bars.png},
 # RUN_DIR/curves.png, RUN_DIR/teacher_serve.log, RUN_DIR/timing.txt, RUN_DIR/data/ended.json (prompts kept),
 # RUN_DIR/d_check/d_check_<kind>.{md,json} (the D check). The teacher's cache key holds its URL: keep PORT
@@ -21,9 +25,15 @@ PORT=${PORT:-8011}
 EVAL_LIMIT=${EVAL_LIMIT:-8}
 MAX_NEW=${MAX_NEW:-64}
 PY=${PYTHON:-python}
-REPLY_CAP=${REPLY_CAP:-64}   # = teacher.max_tokens in recipes/smollm2_common.toml (the cache key includes it)
+REPLY_CAP=${REPLY_CAP:-128}  # teacher.max_tokens (the cache key includes it); overrides recipes/smollm2_common.toml
+MAX_RESP=${MAX_RESP:-$(( REPLY_CAP + 16 ))}   # stages.max_response_len > REPLY_CAP: every kept reply keeps its EOS
 D_KIND=${D_KIND:-implicit}   # the D check's discriminator: implicit | head
-HEAL_STEPS=${HEAL_STEPS:-120}   # SFT steps of the heal (recipes/smollm2_heal.toml: 120, lr warmup 20)
+HEAL=${HEAL:-kd}             # kd: KD on synthetic prompts (tools/real_kd_heal.py) | sft: recipes/smollm2_heal.toml
+HEAL_STEPS=${HEAL_STEPS:-$([ "$HEAL" = sft ] && echo 120 || echo 90)}   # steps of the heal (8 rows a step)
+HEAL_MINUTES=${HEAL_MINUTES:-0}   # KD heal: stop (and save) after this many minutes; 0 = no limit
+SYNTH_N=${SYNTH_N:-1100}     # user turns the teacher writes (about 70 % survive the filter)
+SYNTH_MAX=${SYNTH_MAX:-512}  # the teacher replies to the first SYNTH_MAX kept prompts (0 = all; CPU budget)
+SYNTH_CAP=${SYNTH_CAP:-96}   # max tokens of the teacher's reply to each synthetic prompt (EOS included)
 D_CHECK_ARGS=${D_CHECK_ARGS:-}  # extra tools/real_d_check.py flags, e.g. "--k 2 --held-k 2"
 mkdir -p "$RUN"
 t_start=$(date +%s)
@@ -43,9 +53,21 @@ print(t, s)
 PY
 )
 stamp "prepared (teacher $TEACHER, student $STUDENT)"
-HEALED=$RUN/heal/seqkd/student_hf
+case "$HEAL" in
+    kd) HEALED=$RUN/heal_kd/student_hf ;;
+    sft) HEALED=$RUN/heal/seqkd/student_hf ;;
+    *) echo "real_run.sh: error: HEAL=$HEAL (expected kd or sft)" >&2; exit 2 ;;
+esac
 
 if [ -z "${SKIP_TRAIN:-}" ]; then
+    # 2b. heal data from the teacher itself: Magpie-style user prompts (none equal or near an evaluation prompt)
+    # and the teacher's replies, sampled locally (the heal may read the teacher's weights; the arms never do)
+    if [ "$HEAL" = kd ]; then
+        OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY tools/real_synth.py --teacher "$TEACHER" --out "$RUN/data/synth.jsonl" \
+            --n "$SYNTH_N" --max-prompts "$SYNTH_MAX" --reply-cap "$SYNTH_CAP" 2>&1 | tee -a "$RUN/synth.log"
+        stamp "synthetic heal data ready"
+    fi
+
     # 3. the teacher behind the OpenAI API; the trainer only ever sees its text. A server already on PORT
     # (another run) would answer instead of ours and vanish when that run ends: refuse
     if curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1; then
@@ -67,7 +89,8 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
 
     COMMON=(--config recipes/smollm2_common.toml --set "data.train=$RUN/data/train.jsonl"
             --set "teacher.base_url=$URL" --set "teacher.cache_path=$RUN/teacher_cache.sqlite"
-            --set "teacher.max_tokens=$REPLY_CAP")
+            --set "teacher.max_tokens=$REPLY_CAP" --set "stages.max_response_len=$MAX_RESP"
+            --set "parallel.micro_batch_tokens=$(( 5 * (128 + MAX_RESP) ))")   # >= (n_samples + 1) x a sequence
 
     # 3b. replies that end: keep the prompts (every set) whose teacher reply, asked exactly as the trainer asks
     # (temperature, max_tokens, seed of recipes/smollm2_common.toml, the same cache), stops with EOS
@@ -90,18 +113,32 @@ print(f"({time.time() - t0:.0f} s)")
 PY
     stamp "prompts with ending replies kept"
 
-    # 4. heal the pruned student: SFT on the teacher's replies (skipped when already done)
-    if [ ! -f "$HEALED/config.json" ]; then
+    # 4. heal the pruned student once (skipped when done): KD on the teacher's full next-token distribution over
+    # the synthetic prompts' replies (reads the teacher's weights: it only builds the arms' common start), or SFT
+    if [ "$HEAL" = kd ] && [ ! -f "$RUN/heal_kd/heal.json" ]; then
+        OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY tools/real_kd_heal.py --student "$STUDENT" --teacher "$TEACHER" \
+            --data "$RUN/data/synth.jsonl" --out "$RUN/heal_kd" --steps "$HEAL_STEPS" --max-minutes "$HEAL_MINUTES" \
+            2>&1 | tee "$RUN/heal.log"
+        stamp "heal (kd) done"
+    elif [ "$HEAL" = sft ] && [ ! -f "$HEALED/config.json" ]; then
         $PY -m gadx.train "${COMMON[@]:0:2}" --config recipes/smollm2_heal.toml "${COMMON[@]:2}" \
             --set "model.student=$STUDENT" --set "run.out_dir=$RUN/heal" --set "stages.seqkd.steps=$HEAL_STEPS" \
             --set "stages.sft_lr_warmup=$(( HEAL_STEPS < 120 ? HEAL_STEPS / 6 : 20 ))" 2>&1 | tee "$RUN/heal.log"
-        stamp "heal done"
+        stamp "heal (sft) done"
     fi
+
+    # 4a. the heal's check: the healed student's samples on the held-out Self-Instruct prompts (all of them,
+    # never trained on), judged by the teacher's log-likelihood, beside the pruned student and the teacher
+    HELD=$RUN/data/heldout_id.all.jsonl; [ -f "$HELD" ] || HELD=$RUN/data/heldout_id.jsonl
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY tools/real_heal_eval.py --teacher "$TEACHER" --prompts "$HELD" \
+        --out "$RUN/heal_eval" --model "pruned=$STUDENT" --model "healed=$HEALED" --max-new-tokens "$MAX_RESP" \
+        2>&1 | tee "$RUN/heal_eval.log"
+    stamp "heal check done"
 
     # 4b. the D check: can D tell the teacher's replies from the healed student's samples on held-out prompts?
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} $PY tools/real_d_check.py --student "$HEALED" --teacher "$TEACHER" --data "$RUN/data" \
         --base-url "$URL" --cache "$RUN/teacher_cache.sqlite" --teacher-max-tokens "$REPLY_CAP" \
-        --d-kind "$D_KIND" --out "$RUN/d_check" $D_CHECK_ARGS 2>&1 | tee "$RUN/d_check_$D_KIND.log"
+        --max-response-len "$MAX_RESP" --d-kind "$D_KIND" --out "$RUN/d_check" $D_CHECK_ARGS 2>&1 | tee "$RUN/d_check_$D_KIND.log"
     stamp "d check ($D_KIND) done"
     if [ -n "${D_CHECK_ONLY:-}" ]; then
         echo "D_CHECK_ONLY: stopping after the D check: $RUN/d_check/d_check_$D_KIND.md"
