@@ -25,6 +25,9 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=40, help="first N prompts of each set (0 = all)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--all-prompts", action="store_true",
+                   help="every prompt of each set (NAME.all.jsonl), not only those whose teacher reply ended")
+    p.add_argument("--cache-dir", help="where each model's answers are cached (default OUT/cache); share it across seeds")
     a = p.parse_args()
     models = {}
     for spec in a.model:
@@ -34,7 +37,8 @@ def main() -> None:
         models[name] = os.path.expanduser(folder)
     res = evaluate(models, teacher=os.path.expanduser(a.teacher), data_dir=a.data, out_dir=a.out, limit=a.limit,
                    max_new_tokens=a.max_new_tokens, teacher_url=a.teacher_url,
-                   teacher_model_name=a.teacher_model_name, batch_size=a.batch_size)
+                   teacher_model_name=a.teacher_model_name, batch_size=a.batch_size, all_prompts=a.all_prompts,
+                   cache_dir=a.cache_dir)
     print(format_table(res))
     print(f"\nwritten: {a.out}/results.md, results.json, bars.png ({res['timings_s']['total']:.0f} s)")
 

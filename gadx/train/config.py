@@ -158,6 +158,9 @@ class GadCfg:
     # token (gadx/train/oracle.py), the ceiling any D could give; a diagnostic arm, not black-box
     reward: str = "discriminator"
     oracle_floor: float = -20.0  # the oracle reward per token of a reply the teacher cannot write
+    # reward="oracle" on real data: the teacher's HF folder (its weights: a diagnostic ceiling arm,
+    # gadx/train/lm_oracle.py), scoring the student's token ids, so it must share the student's tokenizer
+    oracle_model: str = ""
     lr_warmup: int = 0  # GAD steps of a linear lr ramp to gad.lr (0: constant from the first step, the paper's)
     adv_norm: str = "group"  # GRPO advantage normaliser: "group" std (the paper), "batch" std, "none" (losses.py)
 
@@ -411,8 +414,9 @@ def validate(cfg: TrainConfig) -> None:
         arms = run_arms(cfg)
         if s.gad.steps < 1:
             raise ValueError(f"run.plan=compare runs every arm for stages.gad.steps student updates: it must be >= 1, got {s.gad.steps}")
-        if "oracle" in arms and cfg.data.train != EMBEDDED:
-            raise ValueError(f"run.arms={r.arms!r}: the oracle arm needs the embedded world (data.train='embedded')")
+        if "oracle" in arms and cfg.data.train != EMBEDDED and not s.gad.oracle_model:
+            raise ValueError(f"run.arms={r.arms!r}: the oracle arm needs the embedded world (data.train='embedded') "
+                             "or stages.gad.oracle_model (the teacher's HF folder)")
     for name in ("tp", "pp", "micro_batch_tokens"):
         if getattr(p, name) < 1:
             raise ValueError(f"parallel.{name} must be >= 1, got {getattr(p, name)}")
@@ -451,8 +455,12 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"stages.gad.d_acc_gate must be in [0, 1), got {s.gad.d_acc_gate}")
     if s.gad.reward not in ("discriminator", "oracle"):
         raise ValueError(f"stages.gad.reward must be discriminator or oracle, got {s.gad.reward!r}")
-    if s.gad.reward == "oracle" and cfg.data.train != EMBEDDED:
-        raise ValueError("stages.gad.reward='oracle' needs the embedded world (data.train='embedded'): its teacher is known exactly")
+    if s.gad.reward == "oracle" and cfg.data.train != EMBEDDED and not s.gad.oracle_model:
+        raise ValueError("stages.gad.reward='oracle' needs the embedded world (data.train='embedded'), whose teacher is "
+                         "known exactly, or stages.gad.oracle_model (the teacher's HF folder)")
+    if s.gad.oracle_model and cfg.data.train == EMBEDDED:
+        raise ValueError(f"stages.gad.oracle_model={s.gad.oracle_model!r}: the embedded world's oracle is exact; "
+                         "oracle_model is for real data")
     if cfg.discriminator.kind not in D_LR:
         raise ValueError(f"discriminator.kind must be score or implicit, got {cfg.discriminator.kind!r}")
     if not cfg.discriminator.beta > 0:

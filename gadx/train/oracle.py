@@ -28,6 +28,8 @@ from .sequences import encode_prompt
 
 
 class Oracle:
+    exact = True  # impossible replies are known: acc* and the ceiling diagnostics (lm_oracle.LMOracle: False)
+
     def __init__(self, world, tok, prompt_texts: dict[tuple[int, ...], str], eos_ids: list[int], *, floor: float = -20.0):
         if floor >= 0:
             raise ValueError(f"the oracle's floor per token must be negative, got {floor}")
@@ -128,7 +130,7 @@ def heldout_ceiling(ctx, oracle: Oracle | None, prompts_P, teacher_P, roll, d_te
     same_PN = torch.tensor([[list(samples[p * N + i]) == list(teacher_P[p]) for i in range(N)] for p in range(P)])
     acc, se = pairwise_acc_se(d_teacher_P.cpu(), d_student_PN.cpu(), same_PN)
     out: dict[str, Any] = {"acc": acc, "se": se, "n_pairs": P * N, "acc_star": None}
-    if oracle is None:
+    if oracle is None or not oracle.exact:
         return out
     logT_t = torch.tensor(oracle.logprobs(prompts_P, teacher_P), dtype=torch.float64)
     if not torch.isfinite(logT_t).all():

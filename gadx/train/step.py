@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # annotations only: no import cost, no cycle through the trai
     from gadx.sampler.engine import RolloutEngine
 
     from .config import StagesCfg
+    from .lm_oracle import LMOracle
     from .oracle import Oracle
 
 
@@ -74,7 +75,9 @@ class StepContext:
     dims: ParallelDims
     sample_seed: int = 0
     recorder: list[str] | None = None  # order-of-operations log (tests)
-    oracle: Oracle | None = None  # the embedded world's exact teacher: the oracle reward and diagnostics
+    # the embedded world's exact teacher (the oracle reward and diagnostics), or a real teacher's weights
+    # (lm_oracle.LMOracle: the reward only)
+    oracle: Oracle | LMOracle | None = None
     # an outside discriminator (tools/implicit_d.py): d_scores(batch, prompts, responses) -> (teacher_P,
     # student_PN), scored before its own update; replaces D's scores in the reward and the diagnostics
     d_scores: Callable | None = None
@@ -284,7 +287,8 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
         # 5. group-normalised advantages, the same on every token of a response
         adv_PN = group_advantages(reward_PN, norm=ctx.stages.gad.adv_norm)
         ctx.note("advantages")
-    diag = _diagnostics(ctx, batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN, logS) if ctx.oracle else {}
+    exact = ctx.oracle is not None and ctx.oracle.exact  # the embedded world's oracle (lm_oracle: reward only)
+    diag = _diagnostics(ctx, batch, prompts, responses, old, d_teacher_P, d_student_PN, reward_PN, logS) if exact else {}
     with ctx.timed("update"):
         # 6. D update: Bradley-Terry on (teacher reply, each sample); skipped for the frozen-D ablation
         m = _d_update(ctx, batch, responses, dmbs) if update_d else {}

@@ -25,6 +25,7 @@ from .player import Player
 from .losses import pairwise_acc
 from .metrics import MetricsLogger, NonfiniteGuard, Progress, finish_row, host_values, length_drift
 from .gate import chance_warning, gate_decision
+from .lm_oracle import LMOracle
 from .oracle import Oracle, heldout_ceiling
 from .stages import CheckGate, DHealth, Done, NextStage, RunState, StagePlan, StartGad, TrainStep
 from .step import Batch, StepContext, gad_step, seqkd_step, warmup_step, with_ref
@@ -71,8 +72,11 @@ class Run:
         lr = s.seqkd.lr if self.name == "seqkd" else s.warmup.lr
         self.G = Player(student, lr=lr, weight_decay=s.weight_decay, clip_grad=s.grad_clip)
         # the embedded world's exact teacher: the oracle reward and the GAD step's diagnostics
-        self.oracle = Oracle.from_env(env, floor=s.gad.oracle_floor, required=s.gad.reward == "oracle") \
-            if self.name == "gad" else None
+        self.oracle = None
+        if self.name == "gad" and s.gad.oracle_model and s.gad.reward == "oracle":  # real data: the teacher's weights
+            self.oracle = LMOracle(s.gad.oracle_model, env.tok, device=next(student.parameters()).device)
+        elif self.name == "gad":
+            self.oracle = Oracle.from_env(env, floor=s.gad.oracle_floor, required=s.gad.reward == "oracle")
         self.D = self.ref = None
         if self.name == "gad":
             # the implicit D is a whole LM (head "lm"): a copy of the student when it starts, so D = 0 then

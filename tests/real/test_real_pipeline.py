@@ -56,7 +56,7 @@ def test_recipes_load_and_give_both_arms_the_same_budget():
     assert heal.run.plan == "seqkd" and heal.seqkd_steps == 120 and heal.stages.sft_lr_schedule == "cosine"
     assert gad.run.plan == "gad" and seqkd.run.plan == "seqkd"
     w = gad.stages.warmup
-    assert seqkd.seqkd_steps == (w.steps - w.d_only_steps) + gad.stages.gad.steps == 12
+    assert seqkd.seqkd_steps == (w.steps - w.d_only_steps) + gad.stages.gad.steps == 30  # issue 20: >= 30 updates an arm
 
 
 @pytest.mark.real
