@@ -19,7 +19,7 @@
 # RUN_DIR/heal_kd/student_hf (the KD-healed student; delete RUN_DIR/heal_kd to heal again; with HEAL=sft:
 # RUN_DIR/heal/seqkd/student_hf), RUN_DIR/heal_eval/heal_eval.md (the heal's check on held-out prompts),
 # RUN_DIR/d_check/d_check_<kind>.{md,json} (the D check), RUN_DIR/teacher_serve.log, RUN_DIR/data/ended.json
-# (prompts kept); per seed, in ARMS=RUN_DIR/seed<SEED>: {seqkd,gad,oracle/gad}/{metrics.jsonl,student_hf},
+# (prompts kept); per seed, in ARMS=RUN_DIR/seed<SEED>: {seqkd/seqkd,gad/gad,oracle/gad}/{metrics.jsonl,student_hf},
 # eval/{results.md,results.json,bars.png}, compare.{md,json,png} (paired bootstrap intervals), curves.png,
 # timing.txt; and one line per seed appended to recipes/results_smollm2.jsonl (RESULTS=... to change). The teacher's cache key holds its URL: keep PORT
 # the same across runs that share a cache, and run one script at a time per PORT.
@@ -164,18 +164,19 @@ PY
     # 5. from the healed student, seed SEED: SeqKD, warmup + GAD, and the oracle arm (GRPO with the teacher's
     # log-likelihood per token as the reward: a ceiling that reads the teacher's weights; D frozen, no gate),
     # every arm with the same student-update budget. An arm whose student_hf exists is not run again
-    COMMON+=(--set "model.student=$HEALED" --set "run.out_dir=$ARMS" --set "run.seed=$SEED")
+    # (a run folder holds one config: each arm gets its own, ARMS/NAME, and the trainer adds its plan's name)
+    COMMON+=(--set "model.student=$HEALED" --set "run.seed=$SEED")
     for kv in ${GADX_SET:-}; do COMMON+=(--set "$kv"); done
-    arm() {  # arm NAME DONE_DIR RECIPE [--set k=v ...]
-        local name=$1 done=$2 recipe=$3; shift 3
-        [ -f "$done/config.json" ] && return 0
-        $PY -m gadx.train "${COMMON[@]:0:2}" --config "$recipe" "${COMMON[@]:2}" "$@" 2>&1 | tee "$ARMS/$name.log"
+    arm() {  # arm NAME RECIPE [--set k=v ...]: the student lands in ARMS/NAME/<plan>/student_hf
+        local name=$1 recipe=$2; shift 2
+        compgen -G "$ARMS/$name/*/student_hf/config.json" >/dev/null && return 0
+        $PY -m gadx.train "${COMMON[@]:0:2}" --config "$recipe" "${COMMON[@]:2}" --set "run.out_dir=$ARMS/$name" "$@" \
+            2>&1 | tee "$ARMS/$name.log"
         stamp "$name done"
     }
-    arm seqkd "$ARMS/seqkd/student_hf" recipes/smollm2_seqkd.toml
-    arm gad "$ARMS/gad/student_hf" recipes/smollm2_gad.toml
-    arm oracle "$ARMS/oracle/gad/student_hf" recipes/smollm2_gad.toml --set "run.out_dir=$ARMS/oracle" \
-        --set stages.gad.reward=oracle --set "stages.gad.oracle_model=$TEACHER" --set stages.gad.freeze_discriminator=true \
+    arm seqkd recipes/smollm2_seqkd.toml
+    arm gad recipes/smollm2_gad.toml
+    arm oracle recipes/smollm2_gad.toml --set stages.gad.reward=oracle --set "stages.gad.oracle_model=$TEACHER" --set stages.gad.freeze_discriminator=true \
         --set stages.warmup.steps=0 --set stages.warmup.d_only_steps=0 --set stages.gad.d_acc_gate=0
     kill $SERVE_PID 2>/dev/null || true
 fi
@@ -186,10 +187,10 @@ fi
 # Every prompt of each set (--all-prompts: the .all files, ended or not); the healed student's and the
 # teacher's rows are cached across seeds in RUN/eval_cache.
 OMP_NUM_THREADS=1 $PY tools/real_eval.py --teacher "$TEACHER" --data "$RUN/data" --out "$ARMS/eval" --all-prompts \
-    --cache-dir "$RUN/eval_cache" --model "healed=$HEALED" --model "SeqKD=$ARMS/seqkd/student_hf" \
-    --model "GAD=$ARMS/gad/student_hf" --model "oracle=$ARMS/oracle/gad/student_hf" \
+    --cache-dir "$RUN/eval_cache" --model "healed=$HEALED" --model "SeqKD=$ARMS/seqkd/seqkd/student_hf" \
+    --model "GAD=$ARMS/gad/gad/student_hf" --model "oracle=$ARMS/oracle/gad/student_hf" \
     --limit "$EVAL_LIMIT" --max-new-tokens "$MAX_NEW"
-$PY tools/plot_curves.py "$ARMS/seqkd/metrics.jsonl" "$ARMS/gad/metrics.jsonl" "$ARMS/oracle/gad/metrics.jsonl" \
+$PY tools/plot_curves.py "$ARMS/seqkd/seqkd/metrics.jsonl" "$ARMS/gad/gad/metrics.jsonl" "$ARMS/oracle/gad/metrics.jsonl" \
     -o "$ARMS/curves.png" || true
 stamp "eval done"
 # 7. GAD - SeqKD (and the oracle, the healed start) per prompt with paired bootstrap intervals; one line per seed
