@@ -6,7 +6,8 @@
     python tools/real_compare.py --summary recipes/results_smollm2.jsonl          # every seed so far
 
 With --results: OUT.md (table), OUT.json and OUT.png (differences with their intervals) from
-gadx.real.compare; --append adds one JSON line for this seed (commit, date, wall time, the D check's
+gadx.real.compare; several --results (the same models decoded at other temperatures) compare every
+model at every temperature against the baseline at its best one; --append adds one JSON line for this seed (commit, date, wall time, the D check's
 verdict, the comparison) to a results file that later runs extend. With only --d-check: print the
 D check's verdict and exit 1 when its held-out accuracy is not clear of chance (tools/real_run.sh then
 runs no arm). --summary: GAD - SeqKD per set over the seeds of a results file.
@@ -20,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gadx.real.compare import compare, d_check_verdict, format_compare, plot_compare
+from gadx.real.compare import best_model, compare, d_check_verdict, format_compare, merge_temperatures, plot_compare
 
 
 def _wall_s(timing: Path) -> int | None:
@@ -44,8 +45,9 @@ def summary(path: Path) -> str:
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     if not rows:
         raise ValueError(f"{path}: no results yet")
-    lines = [f"{path}: {len(rows)} seed(s): " + ", ".join(f"seed {r['seed']} at {r['commit']}" for r in rows), "",
-             "| set | model | Δ teacher LL/tok vs SeqKD per seed [95% CI] |", "|---|---|---|"]
+    lines = [f"{path}: {len(rows)} seed(s): " + ", ".join(
+        f"seed {r['seed']} at {r['commit']} (baseline {r['compare']['baseline']})" for r in rows), "",
+             "| set | model | Δ teacher LL/tok vs the baseline, per seed [95% CI] |", "|---|---|---|"]
     for s in rows[0]["compare"]["diffs"]:
         for m in rows[0]["compare"]["diffs"][s]:
             cells = []
@@ -58,7 +60,9 @@ def summary(path: Path) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", type=Path, help="gadx.real.evaluate's results.json")
+    p.add_argument("--results", type=Path, action="append", default=[],
+                   help="gadx.real.evaluate's results.json; repeat for other decoding temperatures: the baseline is then "
+                        "taken at its best temperature (models renamed NAME@greedy, NAME@T0.8, ...)")
     p.add_argument("--out", type=Path, help="OUT.md / OUT.json / OUT.png")
     p.add_argument("--baseline", default="SeqKD")
     p.add_argument("--d-check", type=Path, help="tools/real_d_check.py's d_check_<kind>.json")
@@ -79,7 +83,9 @@ def main() -> int:
             return 0 if ok else 1
     if not a.results or not a.out:
         p.error("--results and --out go together (or --d-check alone, or --summary)")
-    c = compare(json.loads(a.results.read_text()), baseline=a.baseline)
+    loaded = [json.loads(r.read_text()) for r in a.results]
+    res = loaded[0] if len(loaded) == 1 else merge_temperatures(loaded)
+    c = compare(res, baseline=best_model(res, a.baseline))
     table = format_compare(c)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".md").write_text(table + "\n")
@@ -88,7 +94,7 @@ def main() -> int:
     print(table)
     if a.append:
         row = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-               "commit": _commit(), "seed": a.seed, "results": str(a.results),
+               "commit": _commit(), "seed": a.seed, "results": [str(r) for r in a.results],
                "wall_s": _wall_s(a.timing) if a.timing else None, "d_check": verdict, "compare": c}
         with a.append.open("a") as f:
             f.write(json.dumps(row) + "\n")

@@ -27,6 +27,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--all-prompts", action="store_true",
                    help="every prompt of each set (NAME.all.jsonl), not only those whose teacher reply ended")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="the students' decoding temperature (0 = greedy; > 0: one seeded sample each; the teacher stays greedy)")
+    p.add_argument("--seed", type=int, default=0, help="the sampling seed when --temperature > 0")
     p.add_argument("--cache-dir", help="where each model's answers are cached (default OUT/cache); share it across seeds")
     a = p.parse_args()
     models = {}
@@ -38,7 +41,7 @@ def main() -> None:
     res = evaluate(models, teacher=os.path.expanduser(a.teacher), data_dir=a.data, out_dir=a.out, limit=a.limit,
                    max_new_tokens=a.max_new_tokens, teacher_url=a.teacher_url,
                    teacher_model_name=a.teacher_model_name, batch_size=a.batch_size, all_prompts=a.all_prompts,
-                   cache_dir=a.cache_dir)
+                   cache_dir=a.cache_dir, temperature=a.temperature, seed=a.seed)
     print(format_table(res))
     print(f"\nwritten: {a.out}/results.md, results.json, bars.png ({res['timings_s']['total']:.0f} s)")
 

@@ -3,7 +3,8 @@
 # serve the teacher -> keep the prompts whose teacher reply ends -> heal the pruned student (KD on the
 # synthetic prompts, once) -> the heal's check -> the D check (stop if D is at chance) -> from the healed
 # student, one seed: SeqKD, warmup + GAD, the oracle arm (GRPO on the teacher's log-likelihood) -> eval on
-# every prompt -> the paired comparison, appended to recipes/results_smollm2.jsonl.
+# every prompt, greedy and at SAMPLE_T -> the paired comparison (SeqKD at its best temperature), appended
+# to recipes/results_smollm2.jsonl.
 #
 #   bash tools/real_run.sh [RUN_DIR]          # default runs/smollm2, seed 0
 #   SEED=1 bash tools/real_run.sh             # another seed: arms and eval in RUN_DIR/seed1 (heal, D check shared)
@@ -32,6 +33,8 @@ MAX_RESP=${MAX_RESP:-$(( REPLY_CAP + 16 ))}   # stages.max_response_len > REPLY_
 EVAL_LIMIT=${EVAL_LIMIT:-0}  # first N prompts of each evaluation set (0 = every prompt, ended or not)
 MAX_NEW=${MAX_NEW:-$MAX_RESP}
 SEED=${SEED:-0}              # the arms' run.seed (sampling, data order); the heal and the D check are shared
+SAMPLE_T=${SAMPLE_T:-0.8}    # the second decoding temperature of the evaluation (the first is greedy); the
+                             # comparison takes SeqKD at the better of the two
 ARMS=$RUN/seed$SEED
 RESULTS=${RESULTS:-recipes/results_smollm2.jsonl}
 D_KIND=${D_KIND:-implicit}   # the D check's discriminator: implicit | head
@@ -193,7 +196,15 @@ OMP_NUM_THREADS=1 $PY tools/real_eval.py --teacher "$TEACHER" --data "$RUN/data"
 $PY tools/plot_curves.py "$ARMS/seqkd/seqkd/metrics.jsonl" "$ARMS/gad/gad/metrics.jsonl" "$ARMS/oracle/gad/metrics.jsonl" \
     -o "$ARMS/curves.png" || true
 stamp "eval done"
-# 7. GAD - SeqKD (and the oracle, the healed start) per prompt with paired bootstrap intervals; one line per seed
-$PY tools/real_compare.py --results "$ARMS/eval/results.json" --out "$ARMS/compare" --append "$RESULTS" \
+# 6b. the same at SAMPLE_T: one seeded sample per prompt (the teacher's greedy row is the reference)
+OMP_NUM_THREADS=1 $PY tools/real_eval.py --teacher "$TEACHER" --data "$RUN/data" --out "$ARMS/eval_t$SAMPLE_T" --all-prompts \
+    --cache-dir "$RUN/eval_cache" --model "healed=$HEALED" --model "SeqKD=$ARMS/seqkd/seqkd/student_hf" \
+    --model "GAD=$ARMS/gad/gad/student_hf" --model "oracle=$ARMS/oracle/gad/student_hf" \
+    --limit "$EVAL_LIMIT" --max-new-tokens "$MAX_NEW" --temperature "$SAMPLE_T" --seed "$SEED"
+stamp "eval at T=$SAMPLE_T done"
+# 7. every model at both temperatures against SeqKD at its best, per prompt with paired bootstrap intervals;
+# one line per seed
+$PY tools/real_compare.py --results "$ARMS/eval/results.json" --results "$ARMS/eval_t$SAMPLE_T/results.json" \
+    --out "$ARMS/compare" --append "$RESULTS" \
     --seed "$SEED" --timing "$ARMS/timing.txt" --d-check "$RUN/d_check/d_check_$D_KIND.json"
 echo "results: $ARMS/compare.md  $ARMS/eval/results.md  $ARMS/eval/bars.png  curves: $ARMS/curves.png  timing: $ARMS/timing.txt"

@@ -61,8 +61,9 @@ def load_student(ckpt: str | Path, *, device: str = "cpu", dtype=None, max_batch
 
 
 def student_answers(student: Student, prompts: Sequence[EvalPrompt], *, max_new_tokens: int = 1536,
-                    batch_size: int = 16) -> list[Answer]:
-    """Greedy answers, batched by similar prompt length.
+                    batch_size: int = 16, temperature: float = 0.0, seed: int = 0) -> list[Answer]:
+    """Greedy answers (``temperature`` > 0: one sample each, seeded by ``seed`` and the batch), batched
+    by similar prompt length.
 
     When the engine reports a ``max_seq_len`` (the KV-cache sampler does), a
     prompt that leaves less room than ``max_new_tokens`` is decoded alone with
@@ -71,6 +72,8 @@ def student_answers(student: Student, prompts: Sequence[EvalPrompt], *, max_new_
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
     ids = [student.tokenizer.encode_chat(p.messages, add_generation_prompt=True) for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     room = getattr(student.engine, "max_seq_len", None)
@@ -83,9 +86,9 @@ def student_answers(student: Student, prompts: Sequence[EvalPrompt], *, max_new_
         batches.append(([i], room - len(ids[i])))
     out: list[Answer | None] = [None] * len(ids)
     eos = set(student.eos_ids)
-    for idx, new in batches:
-        roll = student.engine.generate([ids[i] for i in idx], max_new_tokens=new,
-                                       temperature=0.0, eos_ids=student.eos_ids)
+    for b, (idx, new) in enumerate(batches):
+        roll = student.engine.generate([ids[i] for i in idx], max_new_tokens=new, temperature=temperature,
+                                       eos_ids=student.eos_ids, seed=seed * 100_003 + b if temperature > 0 else None)
         for i, resp, fin in zip(idx, roll.responses, roll.finished):
             resp = list(resp)
             if resp and resp[-1] in eos:

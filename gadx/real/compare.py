@@ -3,6 +3,8 @@
     from gadx.real.compare import compare, d_check_verdict
     ok, why = d_check_verdict(json.load(open("RUN/d_check/d_check_implicit.json")))  # D clear of chance?
     c = compare(json.load(open("RUN/seed0/eval/results.json")), baseline="SeqKD")
+    merged = merge_temperatures([greedy_results, sampled_results])  # models renamed NAME@greedy, NAME@T0.8
+    c = compare(merged, baseline=best_model(merged, "SeqKD"))       # SeqKD at its best temperature
 
 Per prompt set of gadx.real.evaluate's results (and "all": the sets pooled) and per model: the teacher's
 log-likelihood per token (mean over prompts), distinct-2 (distinct word bigrams over bigrams: repetition
@@ -85,6 +87,42 @@ def compare(results: dict[str, Any], *, baseline: str = "SeqKD", n_boot: int = 2
                                                 n_boot=n_boot, seed=seed)
                 out["diffs"][s][m][key] = {"mean": mean, "lo": lo, "hi": hi}
     return out
+
+
+def _tag(t: float) -> str:
+    return "greedy" if not t else f"T{t:g}"
+
+
+def merge_temperatures(results_list: list[dict[str, Any]]) -> dict[str, Any]:
+    """gadx.real.evaluate results decoded at different temperatures (their "temperature" key, 0 =
+    greedy) as one: every student renamed NAME@greedy / NAME@T0.8; the teacher (greedy in each) once."""
+    temps = [r.get("temperature", 0.0) for r in results_list]
+    if len(set(temps)) != len(temps):
+        raise ValueError(f"each results file must have its own temperature, got {temps}")
+    if any(r["sets"] != results_list[0]["sets"] for r in results_list):
+        raise ValueError("the results files evaluate different prompt sets")
+    recs: dict[str, Any] = {}
+    for r, t in zip(results_list, temps):
+        for m, per in r["records"].items():
+            if m == TEACHER:
+                recs.setdefault(TEACHER, per)
+            else:
+                recs[f"{m}@{_tag(t)}"] = per
+    return {"sets": results_list[0]["sets"], "records": recs}
+
+
+def best_model(results: dict[str, Any], prefix: str) -> str:
+    """Of the models named ``prefix`` or ``prefix@...``, the one with the highest teacher LL/tok over every
+    prompt of every set (the baseline at its best temperature)."""
+    names = [m for m in results["records"] if m == prefix or m.startswith(prefix + "@")]
+    if not names:
+        raise ValueError(f"no model named {prefix!r} (or {prefix}@...): {sorted(results['records'])}")
+
+    def pooled(m):
+        rs = [r for s in results["sets"] for r in results["records"][m][s]]
+        return sum(r["teacher_ll_per_token"] for r in rs) / len(rs)
+
+    return max(names, key=pooled)
 
 
 def _verdict(d: dict[str, float]) -> str:

@@ -9,7 +9,8 @@ For every model and prompt set (Self-Instruct held-out = in-distribution; Vicuna
 MT-bench first turns = out-of-distribution; the first ``limit`` prompts of each file):
 
 - greedy answers (``max_new_tokens``), the teacher's through its API when ``teacher_url``
-  is given, else decoded locally from its folder with the same sampler;
+  is given, else decoded locally from its folder with the same sampler; with ``temperature`` > 0
+  the students' answers are one seeded sample each (the teacher's stay greedy: the reference);
 - teacher log-likelihood per token of each answer (its tokens plus EOS when it finished),
   scored by the teacher's weights: a measurement only, the trainer never sees them;
   reported as the mean over prompts of each answer's per-token mean;
@@ -69,10 +70,11 @@ def teacher_loglik(teacher, tokenizer, prompts: list[EvalPrompt], answers: list[
 
 
 def _answers_local(folder, sets: dict[str, list[EvalPrompt]], max_new_tokens: int,
-                   batch_size: int) -> dict[str, list[Answer]]:
+                   batch_size: int, *, temperature: float = 0.0, seed: int = 0) -> dict[str, list[Answer]]:
     every = [p for ps in sets.values() for p in ps]
     model = load_student(folder, prompts=every, max_new_tokens=max_new_tokens, max_batch=batch_size)
-    return {s: student_answers(model, ps, max_new_tokens=max_new_tokens, batch_size=batch_size) for s, ps in sets.items()}
+    return {s: student_answers(model, ps, max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature,
+                               seed=seed + k) for k, (s, ps) in enumerate(sets.items())}
 
 
 def _answers_api(url: str, model_name: str, prompts, max_new_tokens: int, tokenizer, cache: Path) -> list[Answer]:
@@ -95,7 +97,7 @@ def _cache_key(folder, teacher, sets: dict[str, list[EvalPrompt]], max_new_token
 def evaluate(models: dict[str, str | Path], *, teacher: str | Path, data_dir: str | Path, out_dir: str | Path,
              limit: int = 40, max_new_tokens: int = 128, teacher_url: str | None = None,
              teacher_model_name: str = "smollm2-135m-instruct", batch_size: int = 16, all_prompts: bool = False,
-             cache_dir: str | Path | None = None) -> dict:
+             cache_dir: str | Path | None = None, temperature: float = 0.0, seed: int = 0) -> dict:
     """Answer, score and tabulate; returns the results dict also written to ``out_dir``/results.json.
     ``cache_dir`` (default ``out_dir``/cache): where each model's answers are cached, shareable across runs."""
     from gadx.models import from_pretrained
@@ -115,7 +117,10 @@ def evaluate(models: dict[str, str | Path], *, teacher: str | Path, data_dir: st
     for name, folder in {**models, TEACHER: teacher}.items():
         api = name == TEACHER and bool(teacher_url)
         key = _cache_key(folder, teacher, sets, max_new_tokens, api)
-        cache = Path(cache_dir or out / "cache") / f"{name}.json"
+        if temperature > 0 and name != TEACHER:  # (greedy keys unchanged: earlier caches stay valid)
+            key.update(temperature=temperature, seed=seed)
+        tag = f"@T{temperature:g}" if temperature > 0 and name != TEACHER else ""
+        cache = Path(cache_dir or out / "cache") / f"{name}{tag}.json"
         if cache.is_file() and json.loads(cache.read_text())["key"] == key:
             hit = json.loads(cache.read_text())
             answers[name] = {s: [Answer(**a) for a in v] for s, v in hit["answers"].items()}
@@ -127,7 +132,8 @@ def evaluate(models: dict[str, str | Path], *, teacher: str | Path, data_dir: st
             answers[name] = {s: _answers_api(teacher_url, teacher_model_name, ps, max_new_tokens, tok,
                                              out / "teacher_cache.sqlite") for s, ps in sets.items()}
         else:
-            answers[name] = _answers_local(folder, sets, max_new_tokens, batch_size)
+            answers[name] = _answers_local(folder, sets, max_new_tokens, batch_size,
+                                           temperature=0.0 if name == TEACHER else temperature, seed=seed)
         timings[f"answers/{name}"] = time.perf_counter() - t
         t = time.perf_counter()
         if scorer is None:
@@ -139,7 +145,7 @@ def evaluate(models: dict[str, str | Path], *, teacher: str | Path, data_dir: st
             s: [dataclasses.asdict(a) for a in v] for s, v in answers[name].items()}}, ensure_ascii=False))
     del scorer
 
-    results: dict = {"limit": limit, "max_new_tokens": max_new_tokens, "sets": {s: len(p) for s, p in sets.items()},
+    results: dict = {"limit": limit, "max_new_tokens": max_new_tokens, "temperature": temperature, "sets": {s: len(p) for s, p in sets.items()},
                      "teacher_answers": "api" if teacher_url else "local", "metrics": {}, "records": {}}
     for name, per in answers.items():
         results["metrics"][name], results["records"][name] = {}, {}

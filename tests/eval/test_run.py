@@ -186,3 +186,9 @@ def test_student_answers_on_the_kv_sampler():
     assert all(a.n_tokens == 8 or a.finished for a in batched[:3])
     with pytest.raises(ValueError, match="no room"):
         student_answers(student, [EvalPrompt("long", [{"role": "user", "content": "z" * 40}])])
+    # temperature > 0: seeded samples, the same for the same seed, other than greedy and another seed's
+    hot = [student_answers(student, prompts[:3], max_new_tokens=8, batch_size=3, temperature=1.5, seed=k) for k in (0, 0, 1)]
+    assert [a.text for a in hot[0]] == [a.text for a in hot[1]]
+    assert [a.text for a in hot[0]] != [a.text for a in batched[:3]] and [a.text for a in hot[0]] != [a.text for a in hot[2]]
+    with pytest.raises(ValueError, match="temperature"):
+        student_answers(student, prompts, temperature=-1.0)

@@ -95,3 +95,24 @@ def test_tool_gates_on_the_d_check_and_appends_one_line_per_seed(tmp_path):
     assert s.returncode == 0 and "2 seed(s)" in s.stdout and s.stdout.count("+0.500 [+0.500, +0.500]") == 6
     bad = _tool("--results", res)
     assert bad.returncode == 2 and "go together" in bad.stderr
+
+
+def test_several_temperatures_compare_against_the_baseline_at_its_best():
+    from gadx.real.compare import best_model, merge_temperatures
+
+    greedy, sampled = _results(), _results()
+    greedy["temperature"], sampled["temperature"] = 0.0, 0.8
+    for s in sampled["sets"]:  # sampled SeqKD is 0.2 nats better than greedy SeqKD on every prompt
+        for r in sampled["records"]["SeqKD"][s]:
+            r["teacher_ll_per_token"] += 0.2
+    merged = merge_temperatures([greedy, sampled])
+    assert sorted(merged["records"]) == sorted(["SeqKD@greedy", "GAD@greedy", "same@greedy", "SeqKD@T0.8", "GAD@T0.8",
+                                                "same@T0.8", "teacher"])
+    assert best_model(merged, "SeqKD") == "SeqKD@T0.8"
+    c = compare(merged, baseline="SeqKD@T0.8", n_boot=200)
+    assert c["diffs"]["all"]["GAD@greedy"]["teacher_ll_per_token"]["mean"] == pytest.approx(0.3)
+    assert "SeqKD@greedy" in c["diffs"]["all"] and "SeqKD@T0.8" not in c["diffs"]["all"]
+    with pytest.raises(ValueError, match="own temperature"):
+        merge_temperatures([greedy, greedy])
+    with pytest.raises(ValueError, match="no model named"):
+        best_model(merged, "KD")
