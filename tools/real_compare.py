@@ -25,12 +25,17 @@ from gadx.real.compare import best_model, compare, d_check_verdict, format_compa
 
 
 def _wall_s(timing: Path) -> int | None:
-    """Seconds of the last stamped line of real_run.sh's timing.txt ("<what> <seconds> s  load: ...")."""
-    for line in reversed(timing.read_text().splitlines()):
+    """Seconds the run took: real_run.sh stamps "<what> <seconds> s  load: ..." counted from each start
+    ("gadx real run in ..."), so a run stopped and restarted adds the last stamp of every start."""
+    total, last, seen = 0, None, False
+    for line in timing.read_text().splitlines():
+        if line.startswith("gadx real run in"):
+            total, last = total + (last or 0), None
+            continue
         parts = line.split(" s  load:")[0].rsplit(" ", 1)
         if len(parts) == 2 and parts[1].isdigit():
-            return int(parts[1])
-    return None
+            last, seen = int(parts[1]), True
+    return total + (last or 0) if seen else None
 
 
 def _commit() -> str:

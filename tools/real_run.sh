@@ -185,23 +185,26 @@ PY
 fi
 
 # 6. judge-free evaluation (teacher weights used for the log-likelihood measurement only; its greedy
-# answers decoded locally with the sampler gadx serve uses). One thread: on a shared, loaded CPU, two
-# threads per process made greedy decoding ~3x slower.
-# Every prompt of each set (--all-prompts: the .all files, ended or not); the healed student's and the
-# teacher's rows are cached across seeds in RUN/eval_cache.
-OMP_NUM_THREADS=1 $PY tools/real_eval.py --teacher "$TEACHER" --data "$RUN/data" --out "$ARMS/eval" --all-prompts \
-    --cache-dir "$RUN/eval_cache" --model "healed=$HEALED" --model "SeqKD=$ARMS/seqkd/seqkd/student_hf" \
-    --model "GAD=$ARMS/gad/gad/student_hf" --model "oracle=$ARMS/oracle/gad/student_hf" \
-    --limit "$EVAL_LIMIT" --max-new-tokens "$MAX_NEW"
+# answers decoded locally with the sampler gadx serve uses), greedy and at SAMPLE_T (one seeded sample per
+# prompt; the teacher's greedy row stays the reference), the two side by side with one thread each (on a
+# shared, loaded CPU two threads per process made greedy decoding ~3x slower). Every prompt of each set
+# (--all-prompts: the .all files, ended or not); the healed student's and the teacher's rows are cached
+# across seeds in RUN/eval_cache.
+MODELS=(--model "healed=$HEALED" --model "SeqKD=$ARMS/seqkd/seqkd/student_hf" --model "GAD=$ARMS/gad/gad/student_hf"
+        --model "oracle=$ARMS/oracle/gad/student_hf")
+EVAL=(--teacher "$TEACHER" --data "$RUN/data" --all-prompts --cache-dir "$RUN/eval_cache" --limit "$EVAL_LIMIT"
+      --max-new-tokens "$MAX_NEW" "${MODELS[@]}")
+OMP_NUM_THREADS=1 $PY tools/real_eval.py "${EVAL[@]}" --out "$ARMS/eval" > "$ARMS/eval.log" 2>&1 &
+E_GREEDY=$!
+OMP_NUM_THREADS=1 $PY tools/real_eval.py "${EVAL[@]}" --out "$ARMS/eval_t$SAMPLE_T" --temperature "$SAMPLE_T" \
+    --seed "$SEED" > "$ARMS/eval_t$SAMPLE_T.log" 2>&1 &
+E_SAMPLED=$!
+wait $E_GREEDY || { kill $E_SAMPLED 2>/dev/null; tail -20 "$ARMS/eval.log"; exit 1; }
+wait $E_SAMPLED || { tail -20 "$ARMS/eval_t$SAMPLE_T.log"; exit 1; }
+cat "$ARMS/eval/results.md" "$ARMS/eval_t$SAMPLE_T/results.md"
 $PY tools/plot_curves.py "$ARMS/seqkd/seqkd/metrics.jsonl" "$ARMS/gad/gad/metrics.jsonl" "$ARMS/oracle/gad/metrics.jsonl" \
     -o "$ARMS/curves.png" || true
-stamp "eval done"
-# 6b. the same at SAMPLE_T: one seeded sample per prompt (the teacher's greedy row is the reference)
-OMP_NUM_THREADS=1 $PY tools/real_eval.py --teacher "$TEACHER" --data "$RUN/data" --out "$ARMS/eval_t$SAMPLE_T" --all-prompts \
-    --cache-dir "$RUN/eval_cache" --model "healed=$HEALED" --model "SeqKD=$ARMS/seqkd/seqkd/student_hf" \
-    --model "GAD=$ARMS/gad/gad/student_hf" --model "oracle=$ARMS/oracle/gad/student_hf" \
-    --limit "$EVAL_LIMIT" --max-new-tokens "$MAX_NEW" --temperature "$SAMPLE_T" --seed "$SEED"
-stamp "eval at T=$SAMPLE_T done"
+stamp "eval done (greedy and T=$SAMPLE_T)"
 # 7. every model at both temperatures against SeqKD at its best, per prompt with paired bootstrap intervals;
 # one line per seed
 $PY tools/real_compare.py --results "$ARMS/eval/results.json" --results "$ARMS/eval_t$SAMPLE_T/results.json" \

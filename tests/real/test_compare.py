@@ -80,7 +80,8 @@ def test_tool_gates_on_the_d_check_and_appends_one_line_per_seed(tmp_path):
     res = tmp_path / "results.json"
     res.write_text(json.dumps(_results()))
     timing = tmp_path / "timing.txt"
-    timing.write_text("gadx real run in x\nseqkd done 117 s  load: 1.0 1.0 1.0\neval done 4321 s  load: 1.0 1.0 1.0\n")
+    timing.write_text("gadx real run in x\nseqkd done 117 s  load: 1.0 1.0 1.0\ngad done 4000 s  load: 1.0 1.0 1.0\n"
+                      "gadx real run in x (restarted)\nprepared 1 s  load: 1.0 1.0 1.0\neval done 321 s  load: 1.0 1.0 1.0\n")
     book = tmp_path / "results_smollm2.jsonl"
     for seed in (0, 1):
         r = _tool("--results", res, "--out", tmp_path / f"s{seed}" / "compare", "--append", book, "--seed", seed,
