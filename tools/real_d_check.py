@@ -254,6 +254,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N prompts of each split (0 = all; smoke runs)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    torch.set_flush_denormal(True)  # a saturated BT loss leaves denormal grads: 20 s -> 4 min updates otherwise (gadx.train.env)
     for name in ("k", "held_k", "batch", "micro", "gen_batch", "max_response_len", "max_prompt_len"):
         if getattr(a, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")

@@ -63,3 +63,19 @@ def test_bfloat16_run_trains_with_finite_losses(tmp_path, tiny_args):
         for k in ("loss/g_ce", "loss/d", "loss/g"):
             if k in r:
                 assert isinstance(r[k], float) and abs(r[k]) < 1e4, (k, r[k])
+
+
+def test_env_flushes_denormals_on_cpu(tmp_path, tiny_args):
+    """A saturated Bradley-Terry loss leaves denormal gradients and Adam moments; CPU arithmetic on them
+    made one SmolLM2 implicit-D update 6x slower (docs/real_llm.md), so the trainer flushes them to zero."""
+    from gadx.train.env import Env
+
+    torch.set_flush_denormal(False)
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # below float32's smallest normal (1.18e-38)
+    assert float(tiny * 1.0) != 0.0
+    env = Env(load_config(tiny_args(tmp_path))[0])
+    try:
+        assert float(tiny * 1.0) == 0.0
+    finally:
+        env.close()
+        torch.set_flush_denormal(False)
