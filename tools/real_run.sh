@@ -2,7 +2,8 @@
 # SmolLM2-135M-Instruct end to end on a CPU: convert -> prune -> synthetic heal prompts from the teacher ->
 # serve the teacher -> keep the prompts whose teacher reply ends -> heal the pruned student (KD on the
 # synthetic prompts, once) -> the heal's check -> the D check (stop if D is at chance) -> from the healed
-# student, one seed: SeqKD, warmup + GAD, the oracle arm (GRPO on the teacher's log-likelihood) -> eval on
+# student, one seed: SeqKD, warmup + GAD, the oracle arm (GRPO on the teacher's log-likelihood), GAD with D's
+# score per token -> eval on
 # every prompt, greedy and at SAMPLE_T -> the paired comparison (SeqKD at its best temperature), appended
 # to recipes/results_smollm2.jsonl.
 #
@@ -20,7 +21,7 @@
 # RUN_DIR/heal_kd/student_hf (the KD-healed student; delete RUN_DIR/heal_kd to heal again; with HEAL=sft:
 # RUN_DIR/heal/seqkd/student_hf), RUN_DIR/heal_eval/heal_eval.md (the heal's check on held-out prompts),
 # RUN_DIR/d_check/d_check_<kind>.{md,json} (the D check), RUN_DIR/teacher_serve.log, RUN_DIR/data/ended.json
-# (prompts kept); per seed, in ARMS=RUN_DIR/seed<SEED>: {seqkd/seqkd,gad/gad,oracle/gad}/{metrics.jsonl,student_hf},
+# (prompts kept); per seed, in ARMS=RUN_DIR/seed<SEED>: {seqkd/seqkd,gad/gad,oracle/gad,gad_pt/gad}/{metrics.jsonl,student_hf},
 # eval/{results.md,results.json,bars.png}, compare.{md,json,png} (paired bootstrap intervals), curves.png,
 # timing.txt; and one line per seed appended to recipes/results_smollm2.jsonl (RESULTS=... to change). The teacher's cache key holds its URL: keep PORT
 # the same across runs that share a cache, and run one script at a time per PORT.
@@ -181,6 +182,8 @@ PY
     arm gad recipes/smollm2_gad.toml
     arm oracle recipes/smollm2_gad.toml --set stages.gad.reward=oracle --set "stages.gad.oracle_model=$TEACHER" --set stages.gad.freeze_discriminator=true \
         --set stages.warmup.steps=0 --set stages.warmup.d_only_steps=0 --set stages.gad.d_acc_gate=0
+    # GAD with D's score per token of the sample: the summed implicit-D score rewards short replies as such
+    arm gad_pt recipes/smollm2_gad.toml --set stages.gad.reward_per_token=true
     kill $SERVE_PID 2>/dev/null || true
 fi
 
@@ -191,7 +194,7 @@ fi
 # (--all-prompts: the .all files, ended or not); the healed student's and the teacher's rows are cached
 # across seeds in RUN/eval_cache.
 MODELS=(--model "healed=$HEALED" --model "SeqKD=$ARMS/seqkd/seqkd/student_hf" --model "GAD=$ARMS/gad/gad/student_hf"
-        --model "oracle=$ARMS/oracle/gad/student_hf")
+        --model "oracle=$ARMS/oracle/gad/student_hf" --model "GAD-pt=$ARMS/gad_pt/gad/student_hf")
 EVAL=(--teacher "$TEACHER" --data "$RUN/data" --all-prompts --cache-dir "$RUN/eval_cache" --limit "$EVAL_LIMIT"
       --max-new-tokens "$MAX_NEW" "${MODELS[@]}")
 OMP_NUM_THREADS=1 $PY tools/real_eval.py "${EVAL[@]}" --out "$ARMS/eval" > "$ARMS/eval.log" 2>&1 &
@@ -203,6 +206,7 @@ wait $E_GREEDY || { kill $E_SAMPLED 2>/dev/null; tail -20 "$ARMS/eval.log"; exit
 wait $E_SAMPLED || { tail -20 "$ARMS/eval_t$SAMPLE_T.log"; exit 1; }
 cat "$ARMS/eval/results.md" "$ARMS/eval_t$SAMPLE_T/results.md"
 $PY tools/plot_curves.py "$ARMS/seqkd/seqkd/metrics.jsonl" "$ARMS/gad/gad/metrics.jsonl" "$ARMS/oracle/gad/metrics.jsonl" \
+    "$ARMS/gad_pt/gad/metrics.jsonl" \
     -o "$ARMS/curves.png" || true
 stamp "eval done (greedy and T=$SAMPLE_T)"
 # 7. every model at both temperatures against SeqKD at its best, per prompt with paired bootstrap intervals;

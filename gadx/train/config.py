@@ -161,6 +161,12 @@ class GadCfg:
     # reward="oracle" on real data: the teacher's HF folder (its weights: a diagnostic ceiling arm,
     # gadx/train/lm_oracle.py), scoring the student's token ids, so it must share the student's tokenizer
     oracle_model: str = ""
+    # D's score over the sample's length (tokens, EOS included) before the advantages. The implicit D's score
+    # is a log-ratio summed over the reply; when its per-token terms are negative on the student's samples
+    # (as D learns they should be), the sum rewards a shorter reply whatever it says: on SmolLM2 GAD cut
+    # its replies from 127 to 2-5 tokens in 30 steps (docs/real_llm.md). SimPO's length-normalised reward
+    # for the same bias. D's own Bradley-Terry loss still compares sums
+    reward_per_token: bool = False
     lr_warmup: int = 0  # GAD steps of a linear lr ramp to gad.lr (0: constant from the first step, the paper's)
     adv_norm: str = "group"  # GRPO advantage normaliser: "group" std (the paper), "batch" std, "none" (losses.py)
 
@@ -458,6 +464,8 @@ def validate(cfg: TrainConfig) -> None:
     if s.gad.reward == "oracle" and cfg.data.train != EMBEDDED and not s.gad.oracle_model:
         raise ValueError("stages.gad.reward='oracle' needs the embedded world (data.train='embedded'), whose teacher is "
                          "known exactly, or stages.gad.oracle_model (the teacher's HF folder)")
+    if s.gad.reward_per_token and s.gad.reward == "oracle":
+        raise ValueError("stages.gad.reward_per_token divides D's score by the length; the oracle reward is per token already")
     if s.gad.oracle_model and cfg.data.train == EMBEDDED:
         raise ValueError(f"stages.gad.oracle_model={s.gad.oracle_model!r}: the embedded world's oracle is exact; "
                          "oracle_model is for real data")

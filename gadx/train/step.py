@@ -282,6 +282,9 @@ def gad_step(ctx: StepContext, batch: Batch, step: int, *, update_d: bool = True
             d_teacher_P, d_student_PN = (x.to(d_student_PN) for x in ctx.d_scores(batch, prompts, responses))
         ctx.note("d_score")
         reward_PN = d_student_PN
+        if ctx.stages.gad.reward_per_token:  # a summed score over |y|: no reward for length alone
+            len_PN = torch.tensor([len(r) for r in responses], dtype=reward_PN.dtype, device=reward_PN.device)
+            reward_PN = reward_PN / len_PN.clamp(min=1).view(P, n)
         if ctx.stages.gad.reward == "oracle":  # the exact teacher log-likelihood per token: the ceiling arm
             reward_PN = ctx.oracle.reward(prompts, responses).to(d_student_PN.device).view(P, n)
         # 5. group-normalised advantages, the same on every token of a response
