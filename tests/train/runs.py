@@ -23,3 +23,26 @@ def train(tmp_path, tiny_args, *extra, plan="gad", recorder=None):
         return Run(cfg, env, name=plan, out_dir=tmp_path / plan, recorder=recorder).train()
     finally:
         env.close()
+
+
+def train_with_d_scores(tmp_path, tiny_args, d_scores, *extra):
+    """A tiny plan=gad run whose GAD reward reads ``d_scores(batch, prompts, responses) -> (teacher_P,
+    student_PN)`` (StepContext.d_scores) instead of D's scores; returns its config."""
+    from gadx.train.env import Env
+    from gadx.train.trainer import Run
+
+    cfg, _ = load_config(tiny_args(tmp_path, "run.plan=gad", *extra))
+    env = Env(cfg)
+    try:
+        run = Run(cfg, env, name="gad", out_dir=tmp_path / "gad")
+        make = run._ctx
+
+        def ctx():
+            c = make()
+            c.d_scores = d_scores
+            return c
+        run._ctx = ctx
+        run.train()
+    finally:
+        env.close()
+    return cfg

@@ -63,10 +63,7 @@ def test_implicit_d_starts_at_zero_and_learns_to_rank_the_teacher_reply_first():
 
 @pytest.mark.slow  # a tiny training run: ~1 min on 2 busy cores
 def test_step_hook_replaces_the_discriminator_reward(tmp_path, tiny_args):
-    from gadx.train.config import load_config
-    from gadx.train.env import Env
-    from gadx.train.trainer import Run
-    from runs import rows
+    from runs import rows, train_with_d_scores
 
     calls = []
 
@@ -76,20 +73,7 @@ def test_step_hook_replaces_the_discriminator_reward(tmp_path, tiny_args):
         s_PN = torch.tensor([float(len(r)) for r in responses]).view(P, n)  # longer replies score higher
         return torch.zeros(P), s_PN
 
-    cfg, _ = load_config(tiny_args(tmp_path, "run.plan=gad", "stages.gad.freeze_discriminator=true"))
-    env = Env(cfg)
-    try:
-        run = Run(cfg, env, name="gad", out_dir=tmp_path / "gad")
-        make = run._ctx
-
-        def ctx():
-            c = make()
-            c.d_scores = d_scores
-            return c
-        run._ctx = ctx
-        run.train()
-    finally:
-        env.close()
+    cfg = train_with_d_scores(tmp_path, tiny_args, d_scores, "stages.gad.freeze_discriminator=true")
     gad = [r for r in rows(tmp_path / "gad" / "metrics.jsonl") if r["stage"] == "gad"]
     assert len(calls) == len(gad) == cfg.stages.gad.steps
     for r in gad:  # the reward is the hook's score: the mean sample length

@@ -106,11 +106,9 @@ def test_plan_gad_with_the_oracle_reward_trains_on_it(models, tmp_path, tiny_arg
 def test_reward_per_token_divides_the_score_by_the_sample_length(tmp_path, tiny_args):
     """stages.gad.reward_per_token: a D score equal to the sample's length becomes a reward of exactly 1
     on every sample (without it the reward is the mean length: tests/train/test_implicit_d.py)."""
-    from runs import rows
+    from runs import rows, train_with_d_scores
 
     from gadx.train.config import load_config
-    from gadx.train.env import Env
-    from gadx.train.trainer import Run
 
     lengths = []
 
@@ -119,21 +117,8 @@ def test_reward_per_token_divides_the_score_by_the_sample_length(tmp_path, tiny_
         lengths.extend(len(r) for r in responses)
         return torch.zeros(P), torch.tensor([float(len(r)) for r in responses]).view(P, -1)
 
-    cfg, _ = load_config(tiny_args(tmp_path, "run.plan=gad", "stages.gad.freeze_discriminator=true",
-                                   "stages.gad.reward_per_token=true"))
-    env = Env(cfg)
-    try:
-        run = Run(cfg, env, name="gad", out_dir=tmp_path / "gad")
-        make = run._ctx
-
-        def ctx():
-            c = make()
-            c.d_scores = d_scores
-            return c
-        run._ctx = ctx
-        run.train()
-    finally:
-        env.close()
+    cfg = train_with_d_scores(tmp_path, tiny_args, d_scores, "stages.gad.freeze_discriminator=true",
+                              "stages.gad.reward_per_token=true")
     gad = [r for r in rows(tmp_path / "gad" / "metrics.jsonl") if r["stage"] == "gad"]
     # samples longer than one token: the score alone (the length) would give a reward/mean above 1
     assert len(gad) == cfg.stages.gad.steps and min(lengths) > 1
