@@ -186,7 +186,9 @@ def format_table(results: dict) -> str:
     lines = table(head, rows, right=[False] + [True] * (3 * len(sets)))
     n = ", ".join(f"{SETS.get(s, s)} {k}" for s, k in results["sets"].items())
     lines.append("")
-    lines.append(f"Greedy answers, max {results['max_new_tokens']} new tokens; prompts: {n}. LL/tok: teacher "
+    t = results.get("temperature", 0.0)
+    how = f"Students: one sample each at T = {t:g}, the teacher greedy" if t else "Greedy answers"
+    lines.append(f"{how}, max {results['max_new_tokens']} new tokens; prompts: {n}. LL/tok: teacher "
                  "log-likelihood per token (nats, mean over prompts; EOS counted when the answer finished). "
                  "R-L: ROUGE-L F1 (0-100) against the teacher's greedy answer. len: mean answer tokens.")
     return "\n".join(lines)
