@@ -70,6 +70,7 @@ def main() -> int:
                         "taken at its best temperature (models renamed NAME@greedy, NAME@T0.8, ...)")
     p.add_argument("--out", type=Path, help="OUT.md / OUT.json / OUT.png")
     p.add_argument("--baseline", default="SeqKD")
+    p.add_argument("--tokenizer", help="an HF folder whose tokenizer splits the answers for distinct-2 (default: words)")
     p.add_argument("--d-check", type=Path, help="tools/real_d_check.py's d_check_<kind>.json")
     p.add_argument("--append", type=Path, help="results file (JSON lines) to add this seed to")
     p.add_argument("--seed", type=int, default=0)
@@ -90,7 +91,14 @@ def main() -> int:
         p.error("--results and --out go together (or --d-check alone, or --summary)")
     loaded = [json.loads(r.read_text()) for r in a.results]
     res = loaded[0] if len(loaded) == 1 else merge_temperatures(loaded)
-    c = compare(res, baseline=best_model(res, a.baseline))
+    split = None
+    if a.tokenizer:
+        from gadx.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(a.tokenizer)
+        split = lambda text: tok.encode(text, add_special_tokens=False)  # noqa: E731
+    c = compare(res, baseline=best_model(res, a.baseline), **({"split": split} if split else {}))
+    c["distinct2_units"] = "tokens" if split else "words"
     table = format_compare(c)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".md").write_text(table + "\n")

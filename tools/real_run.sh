@@ -212,6 +212,6 @@ stamp "eval done (greedy and T=$SAMPLE_T)"
 # 7. every model at both temperatures against SeqKD at its best, per prompt with paired bootstrap intervals;
 # one line per seed
 $PY tools/real_compare.py --results "$ARMS/eval/results.json" --results "$ARMS/eval_t$SAMPLE_T/results.json" \
-    --out "$ARMS/compare" --append "$RESULTS" \
+    --out "$ARMS/compare" --append "$RESULTS" --tokenizer "$TEACHER" \
     --seed "$SEED" --timing "$ARMS/timing.txt" --d-check "$RUN/d_check/d_check_$D_KIND.json"
 echo "results: $ARMS/compare.md  $ARMS/eval/results.md  $ARMS/eval/bars.png  curves: $ARMS/curves.png  timing: $ARMS/timing.txt"

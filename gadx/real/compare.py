@@ -7,8 +7,8 @@
     c = compare(merged, baseline=best_model(merged, "SeqKD"))       # SeqKD at its best temperature
 
 Per prompt set of gadx.real.evaluate's results (and "all": the sets pooled) and per model: the teacher's
-log-likelihood per token (mean over prompts), distinct-2 (distinct word bigrams over bigrams: repetition
-inflates log-likelihood), the finished rate, ROUGE-L against the teacher, the mean length; and for every
+log-likelihood per token (mean over prompts), distinct-2 (distinct token bigrams over bigrams, with the
+tokenizer given, else word bigrams: repetition inflates log-likelihood, and "HHHH..." is one word but many tokens), the finished rate, ROUGE-L against the teacher, the mean length; and for every
 model but the baseline and the teacher, its per-prompt difference from the baseline (model minus baseline)
 with a bootstrap 95% interval over prompts (gadx.train.verdict.paired_bootstrap). An interval that holds
 0 is "no difference".
@@ -16,6 +16,7 @@ with a bootstrap 95% interval over prompts (gadx.train.verdict.paired_bootstrap)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from gadx.eval.diagnostics import tokenize
@@ -46,9 +47,9 @@ def d_check_verdict(d: dict[str, Any], *, z: float = 2.0) -> tuple[bool, str]:
     return ok, line + (f"; Spearman(D, teacher LL/tok) {rho:.3f}" if rho is not None else "")
 
 
-def _distinct2(text: str) -> float:
-    words = tokenize(text)
-    return distinct_n([words], 2) if len(words) >= 2 else math.nan
+def _distinct2(text: str, split: Callable[[str], list] = tokenize) -> float:
+    units = split(text)
+    return distinct_n([units], 2) if len(units) >= 2 else math.nan
 
 
 def _nanmean(xs) -> float:
@@ -56,8 +57,10 @@ def _nanmean(xs) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
-def compare(results: dict[str, Any], *, baseline: str = "SeqKD", n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Metrics per (set, model) and paired differences against ``baseline``; see the module docstring."""
+def compare(results: dict[str, Any], *, baseline: str = "SeqKD", n_boot: int = 2000, seed: int = 0,
+            split: Callable[[str], list] = tokenize) -> dict[str, Any]:
+    """Metrics per (set, model) and paired differences against ``baseline``; see the module docstring.
+    ``split``: text -> units for distinct-2 (a tokenizer's encode; default: words)."""
     recs = results["records"]
     if baseline not in recs:
         raise ValueError(f"baseline {baseline!r} is not a model of these results: {sorted(recs)}")
@@ -74,7 +77,7 @@ def compare(results: dict[str, Any], *, baseline: str = "SeqKD", n_boot: int = 2
                 raise ValueError(f"set {s}: model {m!r} answered other prompts than {baseline!r}")
             out["metrics"][s][m] = {
                 "teacher_ll_per_token": sum(r["teacher_ll_per_token"] for r in rs) / len(rs),
-                "distinct2": _nanmean([_distinct2(r["answer"]) for r in rs]),
+                "distinct2": _nanmean([_distinct2(r["answer"], split) for r in rs]),
                 "finished": sum(bool(r["finished"]) for r in rs) / len(rs),
                 "rougeL_vs_teacher": sum(r["rougeL_vs_teacher"] for r in rs) / len(rs),
                 "len_mean": sum(r["n_tokens"] for r in rs) / len(rs),

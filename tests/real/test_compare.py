@@ -117,3 +117,24 @@ def test_several_temperatures_compare_against_the_baseline_at_its_best():
         merge_temperatures([greedy, greedy])
     with pytest.raises(ValueError, match="no model named"):
         best_model(merged, "KD")
+
+
+def test_distinct2_counts_tokens_when_given_a_tokenizer():
+    """A character loop is one word (distinct-2 over words: nan, no bigram) but many tokens: with a
+    character split "HHHHH" has 1 distinct bigram of 4."""
+    r = _results(4)
+    for s in r["sets"]:
+        for x in r["records"]["same"][s]:
+            x["answer"] = "HHHHH"
+    by_word = compare(r, n_boot=50)["metrics"]["heldout_id"]["same"]["distinct2"]
+    by_char = compare(r, n_boot=50, split=list)["metrics"]["heldout_id"]["same"]["distinct2"]
+    assert by_word != by_word and by_char == pytest.approx(0.25)  # nan by words
+
+
+def test_tool_splits_by_the_given_tokenizer(tmp_path, world_tok):
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps(_results(4)))
+    r = _tool("--results", res, "--out", tmp_path / "c", "--tokenizer", world_tok)
+    assert r.returncode == 0, r.stderr
+    c = json.loads((tmp_path / "c.json").read_text())
+    assert c["distinct2_units"] == "tokens" and 0 < c["metrics"]["all"]["same"]["distinct2"] < 1
