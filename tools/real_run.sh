@@ -3,7 +3,7 @@
 # serve the teacher -> keep the prompts whose teacher reply ends -> heal the pruned student (KD on the
 # synthetic prompts, once) -> the heal's check -> the D check (stop if D is at chance) -> from the healed
 # student, one seed: SeqKD, warmup + GAD, the oracle arm (GRPO on the teacher's log-likelihood), GAD with D's
-# score per token -> eval on
+# score per token, GAD with the score-head D -> eval on
 # every prompt, greedy and at SAMPLE_T -> the paired comparison (SeqKD at its best temperature), appended
 # to recipes/results_smollm2.jsonl.
 #
@@ -184,6 +184,10 @@ PY
         --set stages.warmup.steps=0 --set stages.warmup.d_only_steps=0 --set stages.gad.d_acc_gate=0
     # GAD with D's score per token of the sample: the summed implicit-D score rewards short replies as such
     arm gad_pt recipes/smollm2_gad.toml --set stages.gad.reward_per_token=true
+    # GAD with the paper's D: the student's trunk + a scalar head read at the reply's last token (no length sum),
+    # at its own default lr (1e-3: d_lr = -1 resolves by discriminator.kind)
+    arm gad_head recipes/smollm2_gad.toml --set discriminator.kind=score --set stages.warmup.d_lr=-1 \
+        --set stages.gad.d_lr=-1
     kill $SERVE_PID 2>/dev/null || true
 fi
 
@@ -194,7 +198,8 @@ fi
 # (--all-prompts: the .all files, ended or not); the healed student's and the teacher's rows are cached
 # across seeds in RUN/eval_cache.
 MODELS=(--model "healed=$HEALED" --model "SeqKD=$ARMS/seqkd/seqkd/student_hf" --model "GAD=$ARMS/gad/gad/student_hf"
-        --model "oracle=$ARMS/oracle/gad/student_hf" --model "GAD-pt=$ARMS/gad_pt/gad/student_hf")
+        --model "oracle=$ARMS/oracle/gad/student_hf" --model "GAD-pt=$ARMS/gad_pt/gad/student_hf"
+        --model "GAD-head=$ARMS/gad_head/gad/student_hf")
 EVAL=(--teacher "$TEACHER" --data "$RUN/data" --all-prompts --cache-dir "$RUN/eval_cache" --limit "$EVAL_LIMIT"
       --max-new-tokens "$MAX_NEW" "${MODELS[@]}")
 OMP_NUM_THREADS=1 $PY tools/real_eval.py "${EVAL[@]}" --out "$ARMS/eval" > "$ARMS/eval.log" 2>&1 &
@@ -206,7 +211,7 @@ wait $E_GREEDY || { kill $E_SAMPLED 2>/dev/null; tail -20 "$ARMS/eval.log"; exit
 wait $E_SAMPLED || { tail -20 "$ARMS/eval_t$SAMPLE_T.log"; exit 1; }
 cat "$ARMS/eval/results.md" "$ARMS/eval_t$SAMPLE_T/results.md"
 $PY tools/plot_curves.py "$ARMS/seqkd/seqkd/metrics.jsonl" "$ARMS/gad/gad/metrics.jsonl" "$ARMS/oracle/gad/metrics.jsonl" \
-    "$ARMS/gad_pt/gad/metrics.jsonl" \
+    "$ARMS/gad_pt/gad/metrics.jsonl" "$ARMS/gad_head/gad/metrics.jsonl" \
     -o "$ARMS/curves.png" || true
 stamp "eval done (greedy and T=$SAMPLE_T)"
 # 7. every model at both temperatures against SeqKD at its best, per prompt with paired bootstrap intervals;
