@@ -41,17 +41,21 @@ def plot(files: list[Path], out: Path, keys: tuple[str, ...] = DEFAULT_KEYS) -> 
     cols = min(4, len(keys))
     nrows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
+    # one colour per run in every panel (a run missing from a panel must not shift the others' colours),
+    # and one legend for the figure: the first panel may hold only some of the runs
+    colours = {name: f"C{i % 10}" for i, name in enumerate(runs)}
     for ax, key in zip(axes.flat, keys):
         for name, rows in runs.items():
             pts = [(r["step"], r[key]) for r in rows if _number(r.get(key))]
             if pts:
-                ax.plot(*zip(*pts), label=name, lw=1)
+                ax.plot(*zip(*pts), label=name, lw=1, color=colours[name])
         ax.set_title(key)
         ax.set_xlabel("step")
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
-    fig.tight_layout()
+    handles = [plt.Line2D([], [], color=c, lw=1.5) for c in colours.values()]
+    fig.legend(handles, list(colours), loc="lower center", ncol=min(len(runs), 3), fontsize=7)
+    fig.tight_layout(rect=(0, 0.03 * math.ceil(len(runs) / 3) + 0.02, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
